@@ -1,0 +1,80 @@
+"""PSNR and SSIM on uint8 RGB images, in the two conventions of SPEC §5.
+
+* ``"matlab"`` (default; the paper used MATLAB R2019b's built-ins): ``ssim(A, ref)`` on the H×W×3 uint8
+  array treats it as a **3-D volume** — a 3-D Gaussian window (σ = 1.5, 11 taps, replicate padding) that
+  also mixes the colour channels — and averages the map over every voxel.
+* ``"python"``: per-channel 2-D Gaussian SSIM, as ``skimage.metrics.structural_similarity(…,
+  channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)``: only
+  windows wholly inside the image count, and the channel means are averaged.
+
+The two differ a lot on the same pair, so every reported SSIM names its convention. PSNR is the same in
+both: ``10·log10(255² / MSE)`` over all H·W·3 values.
+
+All functions take ``[H, W, 3]`` or batched ``[N, H, W, 3]`` uint8 arrays and are jit-able. SSIM is computed
+in float64 under ``jax.enable_x64(True)`` (what evaluation uses; equal to scipy/scikit-image to ~1e-12) and in
+float32 otherwise (within ~2e-6 of them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simplenet_jax.ops import ssim as ssim_ops
+
+Convention = Literal["matlab", "python"]
+CONVENTIONS = ("matlab", "python")
+_WINDOW = 11  # 2·ceil(3σ) + 1 for σ = 1.5
+
+
+def to_uint8(image: jax.Array) -> jax.Array:
+  """A [0, 1] float image as a saved 8-bit PNG would hold it: clipped, scaled by 255, rounded."""
+  return jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def _check_pair(pred, target, what: str) -> None:
+  for name, image in (("pred", pred), ("target", target)):
+    if image.ndim not in (3, 4) or image.shape[-1] != 3:
+      raise ValueError(f"{what}: {name} must be an RGB image [H, W, 3] or batch [N, H, W, 3], "
+                       f"got shape {tuple(image.shape)}.")
+    if image.dtype != jnp.uint8:
+      raise ValueError(f"{what}: {name} has dtype {image.dtype}, but metrics compare 8-bit images as saved "
+                       "PNGs hold them; convert [0, 1] floats with simplenet_jax.metrics.to_uint8 first.")
+  if pred.shape != target.shape:
+    raise ValueError(f"{what}: pred shape {tuple(pred.shape)} differs from target shape "
+                     f"{tuple(target.shape)}.")
+
+
+def psnr(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """``10·log10(255² / MSE)`` over all H·W·3 values of each image (inf for identical images)."""
+  _check_pair(pred, target, "psnr")
+  dtype = jnp.float64 if jax.config.x64_enabled else jnp.float32
+  diff = pred.astype(dtype) - target.astype(dtype)
+  mse = jnp.mean(diff * diff, axis=(-3, -2, -1))
+  return 10.0 * jnp.log10(255.0 ** 2 / mse)
+
+
+def ssim(pred: jax.Array, target: jax.Array, convention: Convention = "matlab") -> jax.Array:
+  """Mean SSIM of each image in the given convention (see the module docstring)."""
+  _check_pair(pred, target, "ssim")
+  if convention == "matlab":
+    # The H×W×3 array is one 3-D volume: filter rows, columns and the colour axis, replicate padding.
+    ssim_map = ssim_ops.ssim_map(pred, target, axes=(-3, -2, -1), padding="edge")
+  elif convention == "python":
+    if min(pred.shape[-3:-1]) < _WINDOW:
+      raise ValueError(f"ssim: the python convention needs images of at least {_WINDOW}×{_WINDOW} pixels "
+                       f"(its Gaussian window), got {pred.shape[-3]}×{pred.shape[-2]}.")
+    # Each channel alone in 2-D; "valid" windows are exactly the map that scikit-image keeps after cropping.
+    ssim_map = ssim_ops.ssim_map(pred, target, axes=(-3, -2), padding="valid")
+  else:
+    raise ValueError(f'ssim: convention must be one of {CONVENTIONS}, got {convention!r}.')
+  return ssim_map.mean(axis=(-3, -2, -1))
+
+
+def psnr_ssim(pred: np.ndarray, target: np.ndarray, convention: Convention = "matlab") -> tuple[float, float]:
+  """Convenience for one image pair on the host: (PSNR, SSIM) as Python floats."""
+  pred, target = jnp.asarray(pred), jnp.asarray(target)
+  return float(psnr(pred, target)), float(ssim(pred, target, convention))

@@ -1,0 +1,104 @@
+"""PSNR and SSIM in both conventions against a formula, scikit-image and a scipy 3-D Gaussian SSIM."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+import skimage.data
+from skimage.metrics import structural_similarity
+
+from simplenet_jax import metrics
+
+
+def matlab_ssim_scipy(a, b):
+  """MATLAB ssim(A, ref) on an H×W×3 array: one 3-D volume, 3-D Gaussian σ=1.5 in an 11³ box, replicate."""
+  a, b = a.astype(np.float64), b.astype(np.float64)
+
+  def blur(v):  # scipy's radius is int(truncate·σ + 0.5) = 5, as MATLAB's 2·ceil(3σ)+1 = 11 taps
+    return scipy.ndimage.gaussian_filter(v, sigma=1.5, mode="nearest", truncate=5 / 1.5)
+
+  mu_a, mu_b = blur(a), blur(b)
+  var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+  cov = blur(a * b) - mu_a * mu_b
+  c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+  return np.mean((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+
+
+def python_ssim_skimage(a, b):
+  return structural_similarity(a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                               use_sample_covariance=False, data_range=255)
+
+
+def _pairs():
+  """Random and photographic pairs at odd sizes: (sharp, degraded) uint8."""
+  rng = np.random.default_rng(0)
+  photo = skimage.data.astronaut()[101:138, 203:256]  # 37×53
+  blurred = scipy.ndimage.uniform_filter(photo.astype(float), size=(1, 7, 1)) + rng.normal(0, 3, photo.shape)
+  noise = rng.integers(0, 256, (45, 31, 3))
+  pairs = [(photo, np.clip(np.round(blurred), 0, 255)),
+           (noise, np.clip(noise + rng.integers(-60, 60, noise.shape), 0, 255)),
+           (skimage.data.coffee()[:123, :97], np.clip(skimage.data.coffee()[3:126, 2:99].astype(int) - 9, 0, 255))]
+  return [(a.astype(np.uint8), b.astype(np.uint8)) for a, b in pairs]
+
+
+REFERENCES = {"python": python_ssim_skimage, "matlab": matlab_ssim_scipy}
+
+
+@pytest.mark.parametrize("convention", metrics.CONVENTIONS)
+@pytest.mark.parametrize("index", range(3))
+def test_ssim_matches_independent_reference(index, convention):
+  """x64 (as evaluation runs it) to 1e-6 — in fact ~1e-12 — and the float32 path to 5e-6."""
+  a, b = _pairs()[index]
+  want = REFERENCES[convention](b, a)
+  with jax.enable_x64(True):
+    got = float(metrics.ssim(jnp.asarray(b), jnp.asarray(a), convention))
+  assert abs(got - want) < 1e-6
+  got32 = metrics.ssim(jnp.asarray(b), jnp.asarray(a), convention)
+  assert got32.dtype == jnp.float32 and abs(float(got32) - want) < 5e-6
+
+
+def test_the_two_conventions_differ_and_identity_is_one():
+  a, b = _pairs()[0]
+  assert abs(float(metrics.ssim(jnp.asarray(b), jnp.asarray(a), "matlab")) -
+             float(metrics.ssim(jnp.asarray(b), jnp.asarray(a), "python"))) > 1e-3
+  for convention in metrics.CONVENTIONS:
+    assert float(metrics.ssim(jnp.asarray(a), jnp.asarray(a), convention)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_psnr_matches_formula_and_is_batched():
+  rng = np.random.default_rng(1)
+  target = rng.integers(0, 256, (3, 19, 23, 3)).astype(np.uint8)
+  pred = np.clip(target.astype(int) + rng.integers(-20, 21, target.shape), 0, 255).astype(np.uint8)
+  mse = ((pred.astype(np.float64) - target) ** 2).reshape(3, -1).mean(axis=1)
+  got = jax.jit(metrics.psnr)(jnp.asarray(pred), jnp.asarray(target))
+  np.testing.assert_allclose(np.asarray(got), 10 * np.log10(255 ** 2 / mse), rtol=1e-6)
+  assert np.isinf(float(metrics.psnr(jnp.asarray(target[0]), jnp.asarray(target[0]))))
+
+
+def test_batched_ssim_equals_one_at_a_time():
+  rng = np.random.default_rng(2)
+  target = rng.integers(0, 256, (2, 21, 17, 3)).astype(np.uint8)
+  pred = np.clip(target.astype(int) + rng.integers(-30, 31, target.shape), 0, 255).astype(np.uint8)
+  for convention in metrics.CONVENTIONS:
+    batched = jax.jit(metrics.ssim, static_argnums=2)(jnp.asarray(pred), jnp.asarray(target), convention)
+    single = [float(metrics.ssim(jnp.asarray(p), jnp.asarray(t), convention)) for p, t in zip(pred, target)]
+    np.testing.assert_allclose(np.asarray(batched), single, rtol=1e-6)
+
+
+def test_to_uint8_rounds_like_a_saved_png():
+  values = jnp.asarray([-0.2, 0.0, 0.499 / 255, 0.501 / 255, 0.5, 254.5 / 255 + 1e-4, 1.0, 1.7])
+  np.testing.assert_array_equal(np.asarray(metrics.to_uint8(values)), [0, 0, 0, 1, 128, 255, 255, 255])
+
+
+@pytest.mark.parametrize("pred,target,convention,message", [
+    (np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 3), np.uint8), "matlab", "convert [0, 1] floats with"),
+    (np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), "matlab", "must be an RGB image"),
+    (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9, 3), np.uint8), "matlab", "differs from target shape"),
+    (np.zeros((8, 30, 3), np.uint8), np.zeros((8, 30, 3), np.uint8), "python", "at least 11×11 pixels"),
+    (np.zeros((12, 12, 3), np.uint8), np.zeros((12, 12, 3), np.uint8), "octave", "convention must be one of"),
+])
+def test_bad_input_is_one_clear_sentence(pred, target, convention, message):
+  with pytest.raises(ValueError) as info:
+    metrics.ssim(jnp.asarray(pred), jnp.asarray(target), convention)
+  assert message in str(info.value)
