@@ -1,0 +1,144 @@
+"""SimpleNet (Li et al. 2021, Sec. 3.4, Fig. 2 as reconstructed in SPEC §1): a three-scale encoder-decoder.
+
+    head conv ─ encoder1 ─ down1 ─ encoder2 ─ down2 ─ encoder3 ─ LGCR ─ decoder3 ─ up2 ─(+)─ decoder2 ─ up1 ─(+)─ decoder1 ─ tail conv ─(+ input)
+                  │                   └──────────────── skip ────────────────────────┘              │
+                  └────────────────────────────────────── skip ──────────────────────────────────────┘
+
+An encoder stage is ResBlock → PVB; a decoder stage is ResBlock → PVB → DR. The Table 3 ablations
+(``use_pvb``, ``use_lgcr``, ``use_dr`` false) replace the block by a vanilla ResBlock, as the paper says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+from simplenet_jax.models.blocks import LGCR
+from simplenet_jax.models.blocks import PVB
+from simplenet_jax.models.blocks import DeformableResBlock
+from simplenet_jax.models.blocks import ResBlock
+from simplenet_jax.models.blocks import conv3x3
+from simplenet_jax.models.blocks import up_conv4x4
+
+# The fields of `config.model`, with their defaults (configs/default.py sets the same values).
+MODEL_DEFAULTS: dict[str, Any] = dict(
+    widths=(32, 64, 128),
+    deform_groups=1,
+    lgcr_rank=64,
+    lgcr_softmax_axes="chw",
+    use_pvb=True,
+    use_lgcr=True,
+    use_dr=True,
+)
+SIZE_MULTIPLE = 4  # two stride-2 down-samplings must round-trip through the two ×2 up-samplings
+
+
+class Stage(nnx.Module):
+  """One scale of Fig. 2: ResBlock → PVB (encoder), or ResBlock → PVB → DR (decoder)."""
+
+  def __init__(self, channels: int, *, decoder: bool, deform_groups: int, use_pvb: bool, use_dr: bool,
+               rngs: nnx.Rngs):
+    self.resblock = ResBlock(channels, rngs=rngs)
+    # An ablated block is a vanilla ResBlock in the same place (Table 3).
+    self.pvb = PVB(channels, deform_groups=deform_groups, rngs=rngs) if use_pvb else ResBlock(channels, rngs=rngs)
+    if not decoder:
+      self.dr = None
+    elif use_dr:
+      self.dr = DeformableResBlock(channels, deform_groups=deform_groups, rngs=rngs)
+    else:
+      self.dr = ResBlock(channels, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.pvb(self.resblock(x))
+    return self.dr(x) if self.dr is not None else x
+
+
+class SimpleNet(nnx.Module):
+  """SimpleNet: RGB [N, H, W, 3] in [0, 1] → deblurred RGB, ``input + net(input)`` (global residual).
+
+  H and W must be multiples of 4 (eval and inference pad to that and crop back).
+
+  Attributes:
+    widths: channels at scale 1, 1/2 and 1/4 (default 32/64/128, SPEC §1).
+    deform_groups: offset groups G of every DeformConv.
+    lgcr_rank, lgcr_softmax_axes: LGCR's CP rank r (eq. 2) and softmax axes (eq. 3).
+    use_pvb, use_lgcr, use_dr: False replaces that block by a vanilla ResBlock (Table 3).
+  """
+
+  def __init__(self, widths: Sequence[int] = (32, 64, 128), *, deform_groups: int = 1, lgcr_rank: int = 64,
+               lgcr_softmax_axes: str = "chw", use_pvb: bool = True, use_lgcr: bool = True,
+               use_dr: bool = True, rngs: nnx.Rngs):
+    c1, c2, c3 = widths
+    stage = dict(deform_groups=deform_groups, use_pvb=use_pvb, use_dr=use_dr, rngs=rngs)
+    self.head = conv3x3(3, c1, rngs=rngs)
+    self.encoder1 = Stage(c1, decoder=False, **stage)
+    self.down1 = conv3x3(c1, c2, stride=2, rngs=rngs)
+    self.encoder2 = Stage(c2, decoder=False, **stage)
+    self.down2 = conv3x3(c2, c3, stride=2, rngs=rngs)
+    self.encoder3 = Stage(c3, decoder=False, **stage)
+    self.lgcr = (LGCR(rank=lgcr_rank, softmax_axes=lgcr_softmax_axes, rngs=rngs) if use_lgcr
+                 else ResBlock(c3, rngs=rngs))
+    self.decoder3 = Stage(c3, decoder=True, **stage)
+    self.up2 = up_conv4x4(c3, c2, rngs=rngs)
+    self.decoder2 = Stage(c2, decoder=True, **stage)
+    self.up1 = up_conv4x4(c2, c1, rngs=rngs)
+    self.decoder1 = Stage(c1, decoder=True, **stage)
+    self.tail = conv3x3(c1, 3, rngs=rngs)
+
+  def __call__(self, image: jax.Array) -> jax.Array:
+    check_input(image)
+    relu = jax.nn.relu
+    skip1 = self.encoder1(relu(self.head(image)))
+    skip2 = self.encoder2(relu(self.down1(skip1)))
+    x = self.encoder3(relu(self.down2(skip2)))
+    x = self.decoder3(self.lgcr(x))
+    x = self.decoder2(relu(self.up2(x)) + skip2)
+    x = self.decoder1(relu(self.up1(x)) + skip1)
+    return image + self.tail(x)
+
+  @classmethod
+  def from_config(cls, model_config: Mapping[str, Any], *, rngs: nnx.Rngs) -> "SimpleNet":
+    """Builds the network from `config.model`, after `validate_model_config`."""
+    return cls(**validate_model_config(model_config), rngs=rngs)
+
+
+def check_input(image: jax.Array) -> None:
+  """One clear sentence for an input the bare network cannot take (shapes are static, so this is jit-safe)."""
+  if image.ndim != 4 or image.shape[-1] != 3:
+    raise ValueError(f"SimpleNet takes RGB batches [N, H, W, 3], got shape {tuple(image.shape)}; "
+                     "add a batch axis with image[None] or convert gray/RGBA images to RGB.")
+  height, width = image.shape[1:3]
+  if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+    raise ValueError(f"SimpleNet needs H and W divisible by {SIZE_MULTIPLE}, got {height}×{width}; pad the "
+                     "image (simplenet_jax evaluation and inference pad by reflection and crop back).")
+
+
+def validate_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """Checks `config.model` and returns the constructor's keyword arguments; one ValueError sentence each."""
+  fields = dict(model_config)
+  unknown = sorted(set(fields) - set(MODEL_DEFAULTS))
+  if unknown:
+    raise ValueError(f"config.model has unknown field(s) {unknown}; the known fields are "
+                     f"{sorted(MODEL_DEFAULTS)}.")
+  kwargs = {**MODEL_DEFAULTS, **fields}
+  widths = tuple(kwargs["widths"])
+  if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
+    raise ValueError(f"config.model.widths must be three positive ints (scale 1, 1/2, 1/4), got {widths!r}.")
+  groups = kwargs["deform_groups"]
+  if not isinstance(groups, int) or groups < 1 or any(w % groups for w in widths):
+    raise ValueError(f"config.model.deform_groups={groups!r} must be a positive int that divides every width "
+                     f"{widths}.")
+  rank = kwargs["lgcr_rank"]
+  if not isinstance(rank, int) or rank < 1:
+    raise ValueError(f"config.model.lgcr_rank must be a positive int, got {rank!r}.")
+  if kwargs["lgcr_softmax_axes"] not in ("chw", "c"):
+    raise ValueError(f'config.model.lgcr_softmax_axes must be "chw" or "c", got '
+                     f'{kwargs["lgcr_softmax_axes"]!r}.')
+  for flag in ("use_pvb", "use_lgcr", "use_dr"):
+    if not isinstance(kwargs[flag], bool):
+      raise ValueError(f"config.model.{flag} must be True or False, got {kwargs[flag]!r}.")
+  kwargs["widths"] = widths
+  return kwargs

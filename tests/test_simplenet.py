@@ -1,0 +1,110 @@
+"""SimpleNet: the SPEC §1 parameter counts, full-size shapes (no compile), tiny forward/backward, bad input."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import default as default_config
+from simplenet_jax.models import SimpleNet
+from simplenet_jax.summary import parameters_by_block_type
+
+TINY = dict(widths=(8, 8, 8), lgcr_rank=4)
+
+
+def _abstract(**model):
+  config = default_config.get_config()
+  config.model.update(model)
+  return nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0)))
+
+
+def test_default_has_the_spec_parameter_counts():
+  table = parameters_by_block_type(_abstract())
+  assert {name: params for name, (_, params) in table.items()} == {
+      "ResBlock": 1_162_560, "PVB": 3_643_460, "DR": 442_033, "LGCR": 795,
+      "head/down/up/tail convs": 258_051}
+  assert {name: count for name, (count, _) in table.items()} == {
+      "ResBlock": 6, "PVB": 6, "DR": 3, "LGCR": 1, "head/down/up/tail convs": 6}
+  assert sum(params for _, params in table.values()) == 5_506_899
+
+
+def test_wide_variant_is_about_20_8m():
+  model = _abstract(widths=(64, 128, 256))
+  total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert round(total / 1e6, 1) == 20.8
+
+
+@pytest.mark.parametrize("ablation,resblocks,pvbs,drs,lgcrs", [
+    ("use_dr", 9, 6, 0, 1),     # Baseline1: DRs → ResBlocks
+    ("use_lgcr", 7, 6, 3, 1 - 1),  # Baseline2: LGCR → ResBlock
+    ("use_pvb", 12, 0, 3, 1),   # Baseline3: PVBs → ResBlocks
+])
+def test_table3_ablations_replace_blocks_by_resblocks(ablation, resblocks, pvbs, drs, lgcrs):
+  table = parameters_by_block_type(_abstract(**{ablation: False}))
+  assert (table["ResBlock"][0], table["PVB"][0], table["DR"][0], table["LGCR"][0]) == (
+      resblocks, pvbs, drs, lgcrs)
+
+
+def test_eval_shape_at_720p():
+  model = _abstract()
+  graphdef, state = nnx.split(model)
+  out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
+                       jax.ShapeDtypeStruct((1, 720, 1280, 3), jnp.float32))
+  assert out.shape == (1, 720, 1280, 3) and out.dtype == jnp.float32
+
+
+def test_tiny_model_forward_backward_and_global_residual():
+  model = SimpleNet(**TINY, rngs=nnx.Rngs(0))
+  image = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 36, 44, 3)), jnp.float32)
+  target = jnp.clip(image + 0.1, 0, 1)
+
+  def loss(model):
+    return jnp.mean(jnp.abs(model(image) - target))
+
+  value, grads = jax.jit(nnx.value_and_grad(loss))(model)
+  assert np.isfinite(float(value))
+  grad_leaves = jax.tree.leaves(grads)
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in grad_leaves)
+  assert sum(float(jnp.abs(g).sum()) > 0 for g in grad_leaves) > 0.9 * len(grad_leaves)
+  out = model(image)
+  assert out.shape == image.shape and not np.allclose(np.asarray(out), np.asarray(image))
+  model.tail.kernel[...] = jnp.zeros_like(model.tail.kernel[...])
+  model.tail.bias[...] = jnp.zeros_like(model.tail.bias[...])
+  np.testing.assert_array_equal(np.asarray(model(image)), np.asarray(image))
+
+
+def test_odd_tiny_config_variants_run():
+  for extra in (dict(deform_groups=2, lgcr_softmax_axes="c"), dict(use_pvb=False, use_dr=False)):
+    model = SimpleNet(**{**TINY, **extra}, rngs=nnx.Rngs(1))
+    assert model(jnp.zeros((1, 12, 20, 3))).shape == (1, 12, 20, 3)
+
+
+@pytest.mark.parametrize("shape,message", [
+    ((36, 44, 3), "SimpleNet takes RGB batches [N, H, W, 3], got shape (36, 44, 3)"),
+    ((1, 36, 44, 4), "got shape (1, 36, 44, 4)"),
+    ((1, 36, 44, 1), "convert gray/RGBA images to RGB"),
+    ((1, 37, 44, 3), "SimpleNet needs H and W divisible by 4, got 37×44"),
+    ((2, 36, 42, 3), "got 36×42; pad the image"),
+])
+def test_bad_input_is_one_clear_sentence(shape, message):
+  model = SimpleNet(**TINY, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError) as info:
+    jax.jit(lambda x: model(x))(jnp.zeros(shape))
+  assert message in str(info.value)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("use_pvbb", True, "config.model has unknown field(s) ['use_pvbb']"),
+    ("widths", (8, 16), "config.model.widths must be three positive ints"),
+    ("deform_groups", 3, "config.model.deform_groups=3 must be a positive int that divides every width"),
+    ("lgcr_rank", 0, "config.model.lgcr_rank must be a positive int"),
+    ("lgcr_softmax_axes", "hw", 'config.model.lgcr_softmax_axes must be "chw" or "c"'),
+    ("use_dr", "no", "config.model.use_dr must be True or False"),
+])
+def test_bad_model_config_is_one_clear_sentence(field, value, message):
+  model_config = ml_collections.ConfigDict({**TINY, field: value})
+  with pytest.raises(ValueError) as info:
+    SimpleNet.from_config(model_config, rngs=nnx.Rngs(0))
+  assert message in str(info.value)
