@@ -1,0 +1,40 @@
+"""`python -m simplenet_jax.summary` as a user runs it."""
+
+import subprocess
+import sys
+
+
+def _summary(*args):
+  return subprocess.run([sys.executable, "-m", "simplenet_jax.summary", *args], capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_gopro_summary_ends_with_the_parameter_count():
+  result = _summary("--config", "configs/gopro.py")
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.strip().splitlines()
+  assert lines[-1] == "total parameters: 5506899"
+  assert "input 1×720×1280×3 → output 1×720×1280×3 (float32)" in result.stdout
+  assert any(line.split()[:1] == ["PVB"] and line.endswith("3,643,460") for line in lines)
+
+
+def test_size_flag_and_flops_scale_with_pixels():
+  small = _summary("--config", "configs/gopro.py", "--size", "64", "64")
+  large = _summary("--config", "configs/gopro.py", "--size", "128", "128")
+  assert small.returncode == 0 and large.returncode == 0
+
+  def gflops(out):
+    line = next(l for l in out.splitlines() if l.startswith("forward FLOPs"))
+    return float(line.split(":")[1].split("G")[0].replace(",", ""))
+
+  assert 3.8 < gflops(large.stdout) / gflops(small.stdout) < 4.2
+
+
+def test_bad_size_and_missing_config_are_one_line_errors():
+  bad = _summary("--config", "configs/gopro.py", "--size", "30", "64")
+  assert bad.returncode == 2
+  assert bad.stderr.strip() == ("error: SimpleNet needs H and W divisible by 4, got 30×64; pad the image "
+                                "(simplenet_jax evaluation and inference pad by reflection and crop back).")
+  missing = _summary("--config", "configs/nope.py")
+  assert missing.returncode == 2 and "config file configs/nope.py does not exist" in missing.stderr
+  assert "Traceback" not in bad.stderr + missing.stderr
