@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository root with the pinned dependencies and this package (editable).
+# Idempotent: a second run installs nothing unless requirements.txt changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: simplenet-jax needs Python >= 3.11, but $PYTHON is $("$PYTHON" --version 2>&1); set PYTHON=python3.11." >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.requirements.txt
+if ! cmp -s requirements.txt "$stamp"; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  .venv/bin/python -m pip install --quiet --no-deps -e .
+  cp requirements.txt "$stamp"
+fi
