@@ -1,0 +1,8 @@
+"""Data (SPEC §4): blur synthesis, readers of GoPro / RealBlur-J / GoPro-layout folders, ArrayRecord shards, and
+the grain input pipeline. Imports no model code; modules are imported by name (e.g. `from simplenet_jax.data
+import pipeline`), so that the command-line tools and grain's worker processes load only what they use.
+"""
+
+from simplenet_jax.data.images import DatasetError
+
+__all__ = ["DatasetError"]

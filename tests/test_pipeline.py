@@ -1,0 +1,216 @@
+"""The grain pipeline: aligned crops and flips, batch shapes, the per-process split, determinism, restoring the
+iterator state (also with worker processes), shards == folder, and full-resolution evaluation in order.
+
+Every pair has sharp = blur + a constant that identifies the pair, so each crop tells which pair it came from
+and whether blur and sharp were cut and flipped alike (random blur content makes any misalignment visible).
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from simplenet_jax.data import pipeline
+from simplenet_jax.data import shards
+from simplenet_jax.data.images import DatasetError
+
+NUM_PAIRS = 8
+HEIGHT, WIDTH = 30, 41
+CROP = 12
+STEP = 5  # pair k has sharp = blur + STEP·(k + 1)
+
+
+def _write_pair(root: pathlib.Path, split: str, scene: str, frame: str, blur: np.ndarray, offset: int) -> None:
+  for kind, pixels in (("blur", blur), ("sharp", blur + offset)):
+    path = root / split / scene / kind / f"{frame}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+@pytest.fixture(name="dataset")
+def _dataset(tmp_path) -> tuple[pathlib.Path, list[np.ndarray]]:
+  """A GoPro-layout folder: 8 train pairs (pair k is scene s{k // 4}, frame k % 4) and 3 test pairs of
+  different sizes. Returns the root and the blurred images of the train pairs in listing order."""
+  rng = np.random.default_rng(0)
+  root, blurs = tmp_path / "set", []
+  for k in range(NUM_PAIRS):
+    blur = rng.integers(0, 100, (HEIGHT, WIDTH, 3))
+    _write_pair(root, "train", f"s{k // 4}", f"{k % 4:06d}", blur, STEP * (k + 1))
+    blurs.append(blur.astype(np.uint8))
+  for k, (height, width) in enumerate(((30, 41), (17, 23), (40, 36))):
+    _write_pair(root, "test", "t", f"{k:06d}", rng.integers(0, 100, (height, width, 3)), 1)
+  return root, blurs
+
+
+def _config(root: pathlib.Path, **overrides):
+  data = default.get_config().data
+  data.dataset, data.root, data.crop_size, data.num_workers = "folder", str(root), CROP, 0
+  for key, value in overrides.items():
+    data[key] = value
+  return data
+
+
+def _batches(data, batch_size: int, count: int, **process) -> list[dict]:
+  iterator = iter(pipeline.train_dataset(data, batch_size, **process))
+  try:
+    return [{k: np.array(v) for k, v in next(iterator).items()} for _ in range(count)]
+  finally:
+    iterator.close()
+
+
+def _pair_ids(batch: dict) -> list[int]:
+  """The pair each crop came from, after checking that sharp − blur is its constant everywhere in the crop."""
+  ids = []
+  for blur, sharp in zip(batch["blur"], batch["sharp"]):
+    offset = np.round((sharp - blur) * 255)
+    assert np.all(offset == offset.flat[0]), "blur and sharp crops are not the same window"
+    np.testing.assert_allclose(sharp - blur, offset.flat[0] / 255, atol=1e-6)
+    ids.append(int(offset.flat[0]) // STEP - 1)
+  return ids
+
+
+def _find_window(crop: np.ndarray, source: np.ndarray) -> set[tuple[bool, bool]]:
+  """The flips (horizontal, vertical) under which `crop` is a window of `source`."""
+  found = set()
+  for flip_h in (False, True):
+    for flip_v in (False, True):
+      unflipped = crop[:, ::-1] if flip_h else crop
+      unflipped = unflipped[::-1] if flip_v else unflipped
+      windows = np.lib.stride_tricks.sliding_window_view(source, unflipped.shape)
+      if np.all(windows == unflipped, axis=(-3, -2, -1)).any():
+        found.add((flip_h, flip_v))
+  return found
+
+
+def assert_same_batches(first: list[dict], second: list[dict]) -> None:
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("flips", [True, False])
+def test_crops_are_aligned_windows_with_random_flips(dataset, flips):
+  root, blurs = dataset
+  batches = _batches(_config(root, hflip=flips, vflip=flips), 4, 8)
+  seen_flips, seen_windows = set(), set()
+  for batch in batches:
+    assert batch["blur"].shape == batch["sharp"].shape == (4, CROP, CROP, 3)
+    assert batch["blur"].dtype == batch["sharp"].dtype == np.float32
+    assert 0 <= batch["blur"].min() and batch["sharp"].max() <= 1
+    for crop, pair in zip(batch["blur"], _pair_ids(batch)):
+      crop_u8 = np.round(crop * 255).astype(np.uint8)
+      flips_found = _find_window(crop_u8, blurs[pair])
+      assert len(flips_found) == 1, "the crop is not a window of its pair's blurred image"
+      seen_flips |= flips_found
+      seen_windows.add(crop_u8.tobytes())
+  assert seen_flips == ({(h, v) for h in (False, True) for v in (False, True)} if flips else {(False, False)})
+  assert len(seen_windows) == 32  # fresh windows every time
+
+
+def test_global_batch_is_split_among_processes(dataset):
+  root, _ = dataset
+  batch = _batches(_config(root), 6, 1, process_index=1, process_count=3)[0]
+  assert batch["blur"].shape == (2, CROP, CROP, 3)
+  with pytest.raises(ValueError, match=r"^The global batch size 5 does not split evenly among 2 processes"):
+    pipeline.train_dataset(_config(root), 5, process_index=0, process_count=2)
+
+
+def test_processes_together_see_every_pair_once_per_epoch(dataset):
+  root, _ = dataset
+  data = _config(root)
+  stream = [i for b in _batches(data, 1, 2 * NUM_PAIRS) for i in _pair_ids(b)]  # one process, two epochs
+  per_process = [[i for b in _batches(data, 2, NUM_PAIRS, process_index=p, process_count=2) for i in _pair_ids(b)]
+                 for p in range(2)]
+  for p in range(2):
+    assert per_process[p] == stream[p::2]  # process p takes every other position of the global stream
+  for epoch in range(2):
+    seen = per_process[0][4 * epoch:4 * epoch + 4] + per_process[1][4 * epoch:4 * epoch + 4]
+    assert sorted(seen) == list(range(NUM_PAIRS))
+  assert stream[:NUM_PAIRS] != stream[NUM_PAIRS:]  # reshuffled every epoch
+
+
+def test_same_seed_same_batches_and_restore_resumes_on_the_next_batch(dataset):
+  root, _ = dataset
+  data = _config(root)
+  reference = _batches(data, 2, 5)
+  assert_same_batches(_batches(data, 2, 5), reference)
+  other_seed = _batches(_config(root, seed=1), 2, 1)[0]
+  assert not np.array_equal(other_seed["blur"], reference[0]["blur"])
+
+  iterator = iter(pipeline.train_dataset(data, 2))
+  assert_same_batches([next(iterator), next(iterator)], reference[:2])
+  state = iterator.get_state()
+  assert_same_batches([next(iterator)], reference[2:3])
+  restored = iter(pipeline.train_dataset(data, 2))
+  restored.set_state(state)
+  assert_same_batches([next(restored), next(restored)], reference[2:4])
+
+
+def test_worker_processes_give_the_same_batches_and_restore(dataset):
+  root, _ = dataset
+  reference = _batches(_config(root), 2, 5)
+  data = _config(root, num_workers=2)
+  iterator = iter(pipeline.train_dataset(data, 2))
+  try:
+    assert_same_batches([{k: np.array(v) for k, v in next(iterator).items()} for _ in range(3)], reference[:3])
+    state = iterator.get_state()
+  finally:
+    iterator.close()
+  restored = iter(pipeline.train_dataset(data, 2))
+  try:
+    restored.set_state(state)
+    assert_same_batches([{k: np.array(v) for k, v in next(restored).items()} for _ in range(2)], reference[3:5])
+  finally:
+    restored.close()
+
+
+def test_shards_give_the_same_batches_as_the_folder(dataset, tmp_path):
+  root, _ = dataset
+  shards.prepare_shards("folder", root, tmp_path / "shards", crop_size=CROP, shard_mb=0.005, progress=False)
+  from_folder = _batches(_config(root), 4, 3)
+  from_shards = _batches(_config("unused", shards_dir=str(tmp_path / "shards")), 4, 3)
+  assert_same_batches(from_shards, from_folder)
+  with pytest.raises(DatasetError, match=r"hold blur_kind 'blur' but 'blur_gamma' was asked for"):
+    pipeline.train_dataset(_config("unused", shards_dir=str(tmp_path / "shards"), blur_kind="blur_gamma"), 4)
+
+
+def test_eval_reads_full_frames_in_a_fixed_order(dataset):
+  root, _ = dataset
+  data = _config(root)
+  pairs = list(pipeline.eval_dataset(data))
+  assert [p["name"] for p in pairs] == ["t/000000", "t/000001", "t/000002"]
+  for pair in pairs:
+    frame = pair["name"].split("/")[1]
+    for kind in ("blur", "sharp"):
+      expected = np.asarray(Image.open(root / "test" / "t" / kind / f"{frame}.png"))
+      assert pair[kind].dtype == np.float32 and pair[kind].shape == expected.shape
+      np.testing.assert_array_equal(np.round(pair[kind] * 255).astype(np.uint8), expected)
+  assert [p["name"] for p in pipeline.eval_dataset(data, limit=2)] == ["t/000000", "t/000001"]
+  train_split = [p["name"] for p in pipeline.eval_dataset(data, "train")]
+  assert train_split == sorted(train_split) and len(train_split) == NUM_PAIRS
+
+
+def test_data_is_checked_before_any_batch(dataset, tmp_path):
+  root, _ = dataset
+  with pytest.raises(DatasetError, match=r"is 41×30, smaller than the 32×32 training crop"):
+    pipeline.train_dataset(_config(root, crop_size=32), 2)
+  with pytest.raises(DatasetError, match=r"^Data set folder .*/nowhere does not exist"):
+    pipeline.train_dataset(_config(tmp_path / "nowhere"), 2)
+
+
+def test_data_package_imports_no_model_code():
+  """`data` knows no model (STYLE); blur synthesis, whose spawned workers import it, does not even load JAX."""
+  probe = ("import sys\n"
+           "from simplenet_jax.data import synthesize\n"
+           "print('jax' in sys.modules)\n"
+           "from simplenet_jax.data import images, layouts, pipeline, prepare, shards\n"
+           "print(sorted(m for m in sys.modules if m.startswith(('simplenet_jax.models', 'simplenet_jax.ops', "
+           "'flax'))))\n")
+  done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+  assert done.stdout.split("\n")[:2] == ["False", "[]"]
