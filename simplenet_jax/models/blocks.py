@@ -121,9 +121,9 @@ class LGCR(nnx.Module):
     self.kernel_c = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
     self.kernel_h = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
     self.kernel_w = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
-    self.slopes_c = nnx.Param(jnp.full((rank,), 0.25))
-    self.slopes_h = nnx.Param(jnp.full((rank,), 0.25))
-    self.slopes_w = nnx.Param(jnp.full((rank,), 0.25))
+    self.slopes_c = nnx.Param(jnp.full((rank,), 0.25, jnp.float32))
+    self.slopes_h = nnx.Param(jnp.full((rank,), 0.25, jnp.float32))
+    self.slopes_w = nnx.Param(jnp.full((rank,), 0.25, jnp.float32))
     self.kernel_3d = nnx.Param(jax.random.normal(rngs.params(), (3, 3, 3)) / jnp.sqrt(27.0))
 
   def __call__(self, x: jax.Array) -> jax.Array:
