@@ -1,0 +1,103 @@
+"""Checkpoints in ``workdir/checkpoints`` with orbax: model, optimizer, step, data iterator and config.
+
+Each checkpoint holds three items: ``state`` (the `TrainState` pytree), ``data`` (each process's grain
+iterator state, so that a resumed run sees exactly the next batch) and ``config`` (JSON). The last
+``keep`` checkpoints are kept, plus the one with the best evaluation PSNR. A checkpoint is written to a
+temporary folder and renamed when complete, so a kill during a save leaves the previous ones readable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_METRIC = "psnr"
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir's checkpoint was written by a different model configuration."""
+
+
+def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+  return pathlib.Path(workdir).resolve() / CHECKPOINT_DIR
+
+
+def create_manager(workdir: str | pathlib.Path, keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
+  """Keeps the latest `keep` checkpoints and the best one by eval PSNR (checkpoints saved with metrics)."""
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=keep),
+      checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
+                                keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not read_only,
+                                         read_only=read_only, cleanup_tmp_directories=not read_only)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=("state", "data", "config"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any,
+         config: ml_collections.ConfigDict, metrics: dict[str, float] | None = None) -> None:
+  """Starts an (asynchronous) save of everything a resume needs; `manager.wait_until_finished()` joins it."""
+  # The data iterator state is per process; the process count says whether a resume can use it.
+  meta = {"config": json.loads(config.to_json()), "process_count": jax.process_count()}
+  items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(meta))
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+  manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+def saved_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """{"config": the config dict it was trained with, "process_count": the JAX processes that wrote it}."""
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict, workdir) -> None:
+  """Refuses to resume a checkpoint of another network: one sentence naming the differing fields."""
+  current = json.loads(config.model.to_json())
+  before = saved.get("model", {})
+  differing = sorted(k for k in set(current) | set(before)
+                     if _normalise(current.get(k)) != _normalise(before.get(k)))
+  if differing:
+    details = ", ".join(f"{k}: {before.get(k)!r} in the checkpoint vs {current.get(k)!r} now" for k in differing)
+    raise CheckpointMismatchError(
+        f"workdir {workdir} holds a checkpoint of a different model ({details}); use a new --workdir, "
+        "or the config it was trained with.")
+
+
+def _normalise(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data_iterator: Any = None, *,
+            num_workers: int = 0) -> Any:
+  """Restores the state (with the abstract state's shardings) and, in place, the data iterator.
+
+  A checkpoint written by another number of processes or data workers restores the model and optimizer,
+  but the data order starts afresh: each process's iterator state belongs to its own slice of the data, and
+  grain's state records each worker's position.
+  """
+  items = dict(state=ocp.args.StandardRestore(abstract_state))
+  if data_iterator is not None:
+    meta = saved_meta(manager, step)
+    saved_layout = (meta.get("process_count"), meta["config"].get("data", {}).get("num_workers"))
+    layout = (jax.process_count(), num_workers)
+    if saved_layout == layout:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    else:
+      logging.warning("the checkpoint's data iterator came from (processes, workers) = %s and this run has %s: "
+                      "model and optimizer are restored, the data order starts afresh", saved_layout, layout)
+  return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def abstract_like(tree: Any) -> Any:
+  """Shape, dtype and sharding of every leaf, for restoring without allocating twice."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

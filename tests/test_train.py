@@ -1,0 +1,297 @@
+"""Training: end to end on tiny data, overfitting, exact resume, the schedule, sharding, bad runs."""
+
+import functools
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+import skimage.data
+from PIL import Image
+
+from configs import smoke
+from simplenet_jax import checkpointing
+from simplenet_jax import parallel
+from simplenet_jax import train
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def write_pairs(root: pathlib.Path, split: str, count: int, size: tuple[int, int], seed: int) -> None:
+  """GoPro-layout pairs cut from a real photo, blurred by a horizontal box (independent of the package)."""
+  rng = np.random.default_rng(seed)
+  photo = skimage.data.astronaut()
+  for i in range(count):
+    top, left = rng.integers(0, 512 - size[0]), rng.integers(0, 512 - size[1])
+    sharp = photo[top:top + size[0], left:left + size[1]]
+    blur = scipy.ndimage.uniform_filter(sharp.astype(float), size=(1, 5, 1), mode="reflect")
+    scene = root / split / f"scene{i % 2}"
+    for kind, image in (("sharp", sharp), ("blur", np.round(blur).astype(np.uint8))):
+      (scene / kind).mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image).save(scene / kind / f"{i:06d}.png")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pairs")
+  write_pairs(root, "train", 8, (40, 48), seed=0)
+  write_pairs(root, "test", 2, (37, 45), seed=1)  # odd sizes: evaluation pads and crops back
+  return root
+
+
+def smoke_config(data_root, **overrides):
+  config = smoke.get_config()
+  config.data.root = str(data_root)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def params_of(workdir, config):
+  """The parameters of the latest checkpoint in `workdir`, as numpy leaves."""
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, read_only=True)
+  graphdef, state = train.create_train_state(config, train.make_optimizer(config))
+  restored = checkpointing.restore(manager, manager.latest_step(), checkpointing.abstract_like(state), None)
+  return [np.asarray(leaf) for leaf in jax.tree.leaves(restored.params)]
+
+
+def test_end_to_end_writes_checkpoints_events_and_evaluates(data_root, tmp_path):
+  config = smoke_config(data_root)
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result["step"] == config.num_train_steps
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps[-1] == 6 and len(steps) <= config.keep_checkpoints + 1
+  assert list(tmp_path.glob("events.out.tfevents.*")), "no TensorBoard events written"
+  assert {"psnr", "input_psnr", "ssim_matlab", "ssim_python"} <= set(result["eval"])
+  assert np.isfinite(result["train"]["loss"])
+
+
+def test_loss_decreases_on_a_fixed_batch(data_root):
+  """Overfit check: a few dozen steps on one batch cut the L1 loss substantially."""
+  config = smoke_config(data_root, learning_rate=2e-3)
+  tx = train.make_optimizer(config)
+  graphdef, state = train.create_train_state(config, tx)
+  sharp = (skimage.data.astronaut()[:64, 100:164] / 255.0).astype(np.float32).reshape(
+      4, 16, 64, 3)[:, :, :16]  # four 16×16 crops of a photo
+  batch = {"sharp": jnp.asarray(sharp),
+           "blur": jnp.asarray(scipy.ndimage.uniform_filter(sharp, size=(1, 1, 5, 1)))}
+  step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
+                                   learning_rate_fn=train.learning_rate_schedule(config),
+                                   compute_dtype=jnp.float32))
+  losses = []
+  for _ in range(40):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics.compute()["loss"]))
+  assert losses[-1] < 0.5 * losses[0] and losses[-1] < min(losses[:10]), losses
+
+
+def test_resume_is_exact(data_root, tmp_path):
+  """N steps straight == N/2, stop, resume to N == a kill between checkpoints, resume to N (bit for bit)."""
+  config = smoke_config(data_root, eval_every_steps=100)
+  train.train_and_evaluate(config, tmp_path / "straight")
+
+  half = smoke_config(data_root, num_train_steps=3, eval_every_steps=100)
+  train.train_and_evaluate(half, tmp_path / "resumed")
+  train.train_and_evaluate(config, tmp_path / "resumed")
+
+  calls = {"n": 0}
+  real_global_batch = parallel.global_batch
+
+  def dies_at_step_5(batch, mesh):  # like kill -9 once the checkpoint of step 4 is complete on disk
+    calls["n"] += 1
+    if calls["n"] == 5:
+      deadline = time.time() + 60
+      while not (tmp_path / "killed" / "checkpoints" / "4").exists() and time.time() < deadline:
+        time.sleep(0.1)
+      raise SystemExit("killed")
+    return real_global_batch(batch, mesh)
+
+  parallel.global_batch = dies_at_step_5
+  try:
+    with pytest.raises(SystemExit):
+      train.train_and_evaluate(config, tmp_path / "killed")
+  finally:
+    parallel.global_batch = real_global_batch
+  assert checkpointing.create_manager(tmp_path / "killed", 3, read_only=True).latest_step() == 4
+  train.train_and_evaluate(config, tmp_path / "killed")
+
+  straight = params_of(tmp_path / "straight", config)
+  for name in ("resumed", "killed"):
+    for a, b in zip(straight, params_of(tmp_path / name, config)):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_learning_rate_schedule_follows_the_formula():
+  config = smoke.get_config()
+  config.learning_rate, config.lr_decay_steps, config.lr_decay_rate = 1e-4, 630_000, 0.1 ** 0.5
+  schedule = train.learning_rate_schedule(config)
+  for step in (0, 629_999, 630_000, 1_260_000, 2_199_999):
+    expected = 1e-4 * (0.1 ** 0.5) ** (step // 630_000)
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+  assert float(schedule(1_260_000)) == pytest.approx(1e-5, rel=1e-6)
+
+
+def test_incompatible_checkpoint_is_refused_without_overwriting(data_root, tmp_path):
+  train.train_and_evaluate(smoke_config(data_root, num_train_steps=2), tmp_path)
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  with pytest.raises(checkpointing.CheckpointMismatchError) as info:
+    train.train_and_evaluate(smoke_config(data_root, **{"model.widths": (8, 8, 8)}), tmp_path)
+  assert str(info.value) == (
+      f"workdir {tmp_path} holds a checkpoint of a different model (widths: [4, 4, 4] in the checkpoint vs "
+      "[8, 8, 8] now); use a new --workdir, or the config it was trained with.")
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(data_root, tmp_path):
+  train.train_and_evaluate(smoke_config(data_root, num_train_steps=2), tmp_path)
+  good = params_of(tmp_path, smoke_config(data_root))
+  with pytest.raises(train.NonFiniteError) as info:
+    train.train_and_evaluate(smoke_config(data_root, learning_rate=1e30, lr_decay_rate=1.0), tmp_path)
+  message = str(info.value)
+  assert message.startswith("training stopped at step ")
+  assert "the loss or a gradient became NaN or infinite; the last good checkpoint (step 2) is intact" in message
+  assert "Lower --config.learning_rate or set --config.grad_clip_norm." in message
+  manager = checkpointing.create_manager(tmp_path, 3, read_only=True)
+  assert manager.latest_step() == 2
+  for a, b in zip(good, params_of(tmp_path, smoke_config(data_root))):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("batch_size", 0, "config.batch_size must be a positive integer, got 0."),
+    ("compute_dtype", "float16", "config.compute_dtype must be one of ['bfloat16', 'float32']"),
+    ("lr_decay_rate", 1.5, "config.lr_decay_rate must be in (0, 1], got 1.5."),
+])
+def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, message):
+  with pytest.raises(ValueError) as info:
+    train.train_and_evaluate(smoke_config(data_root, **{field: value}), tmp_path)
+  assert message in str(info.value)
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bfloat16_compute_stays_close_to_float32(data_root):
+  config = smoke_config(data_root)
+  tx = train.make_optimizer(config)
+  graphdef, state = train.create_train_state(config, tx)
+  rng = np.random.default_rng(1)
+  batch = {"blur": jnp.asarray(rng.uniform(size=(2, 16, 16, 3)), jnp.float32),
+           "sharp": jnp.asarray(rng.uniform(size=(2, 16, 16, 3)), jnp.float32)}
+  losses = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    _, metrics = train.train_step(state, batch, graphdef=graphdef, tx=tx, compute_dtype=dtype,
+                                  learning_rate_fn=train.learning_rate_schedule(config))
+    losses[dtype] = float(metrics.compute()["loss"])
+  assert losses[jnp.bfloat16] == pytest.approx(losses[jnp.float32], rel=2e-2)
+
+
+SHARDING_SCRIPT = """
+import json, sys, functools
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, {root!r})
+from configs import smoke
+from simplenet_jax import parallel, train
+config = smoke.get_config()
+tx = train.make_optimizer(config)
+graphdef, state = train.create_train_state(config, tx)
+rng = np.random.default_rng(0)
+batch = {{k: rng.uniform(size=(4, 16, 16, 3)).astype(np.float32) for k in ("blur", "sharp")}}
+losses = {{}}
+for n in (1, 4):
+  mesh = parallel.make_mesh(jax.devices()[:n])
+  rep = parallel.replicated(mesh)
+  step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx, compute_dtype=jnp.float32,
+                                   learning_rate_fn=train.learning_rate_schedule(config)),
+                 in_shardings=(rep, parallel.batch_sharding(mesh)), out_shardings=(rep, rep))
+  s = jax.device_put(state, rep)
+  for _ in range(2):
+    s, metrics = step(s, parallel.global_batch(batch, mesh))
+  losses[n] = float(metrics.compute()["loss"])
+try:
+  parallel.check_batch_size(6, parallel.make_mesh())
+  error = None
+except ValueError as e:
+  error = str(e)
+print(json.dumps({{"devices": jax.device_count(), "losses": losses, "error": error}}))
+"""
+
+
+def test_four_cpu_devices_match_one_device():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(root=str(ROOT))], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["devices"] == 4
+  assert result["losses"]["4"] == pytest.approx(result["losses"]["1"], abs=1e-5)
+  assert result["error"] == ("config.batch_size=6 must be a positive multiple of the 4 devices of the mesh; "
+                             "use e.g. --config.batch_size=8.")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+MULTIHOST_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+from configs import smoke
+from simplenet_jax import parallel, train
+config = smoke.get_config()
+config.data.root = {data!r}
+config.num_train_steps = 2
+config.log_every_steps = 2
+config.eval_every_steps = 100
+config.distributed.enabled = {distributed}
+config.distributed.coordinator_address = {address!r}
+config.distributed.num_processes = 2
+config.distributed.process_id = int(sys.argv[1])
+parallel.initialize_distributed(config.distributed)
+result = train.train_and_evaluate(config, {workdir!r})
+import jax
+print(json.dumps({{"process": jax.process_index(), "count": jax.process_count(), "loss": result["train"]["loss"]}}))
+"""
+
+
+def test_two_processes_on_localhost_match_one_process(data_root, tmp_path):
+  """jax.distributed over gloo: each process feeds half the batch; same loss as one process; the
+  checkpoint the two write restores in one process."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+  def script(distributed, workdir, address=""):
+    return MULTIHOST_SCRIPT.format(root=str(ROOT), data=str(data_root), distributed=distributed,
+                                   address=address, workdir=str(workdir))
+
+  address = f"localhost:{_free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", script(True, tmp_path / "two", address), str(i)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (stdout, stderr) in zip(procs, outs):
+    assert p.returncode == 0, stderr[-3000:]
+  two = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outs]
+  assert sorted(r["process"] for r in two) == [0, 1] and all(r["count"] == 2 for r in two)
+
+  one = subprocess.run([sys.executable, "-c", script(False, tmp_path / "one"), "0"], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert one.returncode == 0, one.stderr[-3000:]
+  single = json.loads(one.stdout.strip().splitlines()[-1])
+  assert two[0]["loss"] == pytest.approx(two[1]["loss"], abs=1e-6)
+  assert two[0]["loss"] == pytest.approx(single["loss"], abs=1e-5)
+
+  # The two-process checkpoint restores in this (single) process and training continues from it.
+  config = smoke_config(data_root, num_train_steps=3, eval_every_steps=100)
+  result = train.train_and_evaluate(config, tmp_path / "two")
+  assert result["step"] == 3
