@@ -55,8 +55,14 @@ def test_eval_shape_at_720p():
   assert out.shape == (1, 720, 1280, 3) and out.dtype == jnp.float32
 
 
-def test_tiny_model_forward_backward_and_global_residual():
+def test_untrained_default_model_is_the_identity():
   model = SimpleNet(**TINY, rngs=nnx.Rngs(0))
+  image = jnp.asarray(np.random.default_rng(1).uniform(size=(1, 12, 16, 3)), jnp.float32)
+  np.testing.assert_array_equal(np.asarray(model(image)), np.asarray(image))
+
+
+def test_tiny_model_forward_backward_and_global_residual():
+  model = SimpleNet(**TINY, zero_init_tail=False, rngs=nnx.Rngs(0))
   image = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 36, 44, 3)), jnp.float32)
   target = jnp.clip(image + 0.1, 0, 1)
 

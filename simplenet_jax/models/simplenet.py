@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from simplenet_jax.models.blocks import LGCR
@@ -32,6 +33,7 @@ MODEL_DEFAULTS: dict[str, Any] = dict(
     use_pvb=True,
     use_lgcr=True,
     use_dr=True,
+    zero_init_tail=True,
 )
 SIZE_MULTIPLE = 4  # two stride-2 down-samplings must round-trip through the two ×2 up-samplings
 
@@ -66,11 +68,12 @@ class SimpleNet(nnx.Module):
     deform_groups: offset groups G of every DeformConv.
     lgcr_rank, lgcr_softmax_axes: LGCR's CP rank r (eq. 2) and softmax axes (eq. 3).
     use_pvb, use_lgcr, use_dr: False replaces that block by a vanilla ResBlock (Table 3).
+    zero_init_tail: start the tail conv at zero, so the untrained network is the identity.
   """
 
   def __init__(self, widths: Sequence[int] = (32, 64, 128), *, deform_groups: int = 1, lgcr_rank: int = 64,
                lgcr_softmax_axes: str = "chw", use_pvb: bool = True, use_lgcr: bool = True,
-               use_dr: bool = True, rngs: nnx.Rngs):
+               use_dr: bool = True, zero_init_tail: bool = True, rngs: nnx.Rngs):
     c1, c2, c3 = widths
     stage = dict(deform_groups=deform_groups, use_pvb=use_pvb, use_dr=use_dr, rngs=rngs)
     self.head = conv3x3(3, c1, rngs=rngs)
@@ -87,6 +90,11 @@ class SimpleNet(nnx.Module):
     self.up1 = up_conv4x4(c2, c1, rngs=rngs)
     self.decoder1 = Stage(c1, decoder=True, **stage)
     self.tail = conv3x3(c1, 3, rngs=rngs)
+    if zero_init_tail:
+      # The untrained network is then exactly the identity (output = input), so training starts from the
+      # blurred input's PSNR instead of first unlearning random noise; gradients still reach every layer
+      # after the first step.
+      self.tail.kernel[...] = jnp.zeros_like(self.tail.kernel[...])
 
   def __call__(self, image: jax.Array) -> jax.Array:
     check_input(image)
@@ -137,7 +145,7 @@ def validate_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if kwargs["lgcr_softmax_axes"] not in ("chw", "c"):
     raise ValueError(f'config.model.lgcr_softmax_axes must be "chw" or "c", got '
                      f'{kwargs["lgcr_softmax_axes"]!r}.')
-  for flag in ("use_pvb", "use_lgcr", "use_dr"):
+  for flag in ("use_pvb", "use_lgcr", "use_dr", "zero_init_tail"):
     if not isinstance(kwargs[flag], bool):
       raise ValueError(f"config.model.{flag} must be True or False, got {kwargs[flag]!r}.")
   kwargs["widths"] = widths
