@@ -10,6 +10,7 @@ from XLA's cost analysis of the lowered (not compiled) forward pass. The last li
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import jax
@@ -60,6 +61,20 @@ def forward_cost(model: nnx.Module, shape: tuple[int, ...]) -> tuple[jax.ShapeDt
   return output, float(cost["flops"]) if cost and "flops" in cost else float("nan")
 
 
+def train_step_flops(config) -> float:
+  """FLOPs of one training step (forward, backward, Adam) at `config.batch_size` × crop², lowered only."""
+  from simplenet_jax import train  # the training stack is only needed for this line of the summary
+
+  tx = train.make_optimizer(config)
+  graphdef, state = nnx.eval_shape(lambda: train.create_train_state(config, tx))  # no allocation
+  crop = config.data.crop_size
+  batch = {k: jax.ShapeDtypeStruct((config.batch_size, crop, crop, 3), jnp.float32) for k in ("blur", "sharp")}
+  step = functools.partial(train.train_step, graphdef=graphdef, tx=tx, compute_dtype=jnp.float32,
+                           learning_rate_fn=train.learning_rate_schedule(config))
+  cost = jax.jit(step).lower(state, batch).cost_analysis()
+  return float(cost["flops"]) if cost and "flops" in cost else float("nan")
+
+
 def summarize(config, size: tuple[int, int] = (720, 1280), batch: int = 1) -> str:
   model = nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0)))
   shape = (batch, *size, 3)
@@ -78,8 +93,11 @@ def summarize(config, size: tuple[int, int] = (720, 1280), batch: int = 1) -> st
       f"input {'×'.join(map(str, shape))} → output {'×'.join(map(str, output.shape))} ({output.dtype})",
       f"forward FLOPs (XLA cost analysis): {flops / 1e9:,.1f} G (≈ {flops / 2e9:,.1f} G multiply-adds)",
       f"model size: {total * 4 / 1e6:.1f} MB in float32",
-      f"total parameters: {total}",
   ]
+  if "batch_size" in config and "data" in config:
+    lines.append(f"training step FLOPs at batch {config.batch_size} × {config.data.crop_size}² "
+                 f"(XLA cost analysis): {train_step_flops(config) / 1e9:,.1f} G")
+  lines.append(f"total parameters: {total}")
   return "\n".join(lines)
 
 
