@@ -1,10 +1,45 @@
-"""Evaluation entry point: `python eval.py --workdir DIR`.
+"""Evaluates a trained workdir at full resolution: `python eval.py --workdir DIR [--data DIR] [...]`.
 
-Evaluation of a trained workdir (`simplenet_jax.evaluate`) follows training (issue #6); until it lands this
-script says so. The metrics themselves are in `simplenet_jax.metrics` and are tested.
+Writes results.csv (one row per image) and summary.json (means) to --out (default WORKDIR/eval/step_N) and
+prints the means. The work is in `simplenet_jax.evaluate.evaluate_workdir`.
 """
 
+import argparse
+import logging
 import sys
 
+from simplenet_jax import evaluate
+from simplenet_jax import metrics
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="the training workdir (holding checkpoints/)")
+  parser.add_argument("--data", help="a GoPro-layout folder (a root holding test/, or test/ itself); default: "
+                      "the test split of the config the model was trained with")
+  parser.add_argument("--dataset", choices=("gopro", "realblur_j", "folder"), help="layout of --data")
+  parser.add_argument("--out", help="output folder; default WORKDIR/eval/step_N")
+  parser.add_argument("--convention", choices=("matlab", "python", "both"), default="both",
+                      help="SSIM convention (SPEC §5); default both")
+  parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+  parser.add_argument("--save-images", action="store_true", help="also write the deblurred PNGs")
+  args = parser.parse_args(argv)
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes about read-only checkpoint folders
+  conventions = metrics.CONVENTIONS if args.convention == "both" else (args.convention,)
+  try:
+    summary = evaluate.evaluate_workdir(args.workdir, data_root=args.data, dataset=args.dataset, out=args.out,
+                                        conventions=conventions, checkpoint=args.checkpoint,
+                                        save_images=args.save_images)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  print(f"{summary['images']} images, checkpoint step {summary['checkpoint_step']} ({summary['config']}):")
+  print(f"  PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
+  for c in summary["conventions"]:
+    print(f"  SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} (blurred input {summary[f'input_ssim_{c}']:.4f})")
+  print(f"  files: {summary['out']}/results.csv, summary.json")
+  return 0
+
+
 if __name__ == "__main__":
-  sys.exit("eval.py: evaluation of a workdir is not implemented yet (issue #6); see README.md.")
+  sys.exit(main())

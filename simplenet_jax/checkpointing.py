@@ -101,3 +101,11 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
 def abstract_like(tree: Any) -> Any:
   """Shape, dtype and sharding of every leaf, for restoring without allocating twice."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
+  """Only the model parameters of a checkpoint (for evaluation and inference), on the default device."""
+  target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)}
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
+  return restored["state"]["params"]

@@ -7,15 +7,26 @@ SSIM runs in float64 (`jax.enable_x64`), so the numbers equal MATLAB's / scikit-
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import functools
+import json
+import pathlib
 import time
 from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import tqdm
+from flax import nnx
+from PIL import Image
 
+from simplenet_jax import checkpointing
 from simplenet_jax import metrics
+from simplenet_jax.data import pipeline
+from simplenet_jax.models import SimpleNet
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → same
@@ -88,3 +99,86 @@ def mean_metrics(results: list[ImageResult]) -> dict[str, float]:
     means[f"ssim_{convention}"] = float(np.mean([r.ssim[convention] for r in results]))
     means[f"input_ssim_{convention}"] = float(np.mean([r.input_ssim[convention] for r in results]))
   return means
+
+
+def load_model(workdir: str | pathlib.Path, checkpoint: str = "latest"
+               ) -> tuple[ml_collections.ConfigDict, ApplyFn, int]:
+  """(the config it was trained with, a jitted apply function, the checkpoint's step) from a workdir.
+
+  `checkpoint` is "latest", "best" (by evaluation PSNR) or a step number. Only the parameters are read.
+  """
+  manager = checkpointing.create_manager(workdir, keep=1, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise ValueError(f"workdir {workdir} has no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train "
+                     "first (python train.py --config ... --workdir ...) or pass the workdir you trained in.")
+  if checkpoint == "latest":
+    step = manager.latest_step()
+  elif checkpoint == "best":
+    step = manager.best_step() if manager.best_step() is not None else manager.latest_step()
+  elif checkpoint.isdigit() and int(checkpoint) in steps:
+    step = int(checkpoint)
+  else:
+    raise ValueError(f"checkpoint {checkpoint!r} is not in {workdir}; use latest, best or one of the saved "
+                     f"steps {sorted(steps)}.")
+  try:
+    config = ml_collections.ConfigDict(checkpointing.saved_meta(manager, step)["config"])
+    model = nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(model)
+    params = checkpointing.restore_params(manager, step, abstract_params)
+  except (FileNotFoundError, KeyError, ValueError) as error:
+    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt ({error}); pass "
+                     "--checkpoint with another step.") from None
+  forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
+  return config, functools.partial(forward, params), step
+
+
+def write_results(results: list[ImageResult], out: pathlib.Path, extra: dict) -> dict:
+  """`results.csv` (one row per image) and `summary.json` (means and the run's facts) in `out`."""
+  out.mkdir(parents=True, exist_ok=True)
+  conventions = list(results[0].ssim) if results else []
+  with open(out / "results.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["scene", "name", "input_psnr"] + [f"input_ssim_{c}" for c in conventions] + ["psnr"] +
+                    [f"ssim_{c}" for c in conventions] + ["seconds"])
+    for r in results:
+      scene, name = r.name.split("/", 1) if "/" in r.name else ("", r.name)
+      writer.writerow([scene, name, f"{r.input_psnr:.6f}"] + [f"{r.input_ssim[c]:.8f}" for c in conventions] +
+                      [f"{r.psnr:.6f}"] + [f"{r.ssim[c]:.8f}" for c in conventions] + [f"{r.seconds:.4f}"])
+  summary = {**mean_metrics(results), "seconds": float(np.mean([r.seconds for r in results])) if results else 0,
+             "images": len(results), "conventions": conventions, **extra}
+  (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+  return summary
+
+
+def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = None, dataset: str | None = None,
+                     out: str | pathlib.Path | None = None, conventions=metrics.CONVENTIONS,
+                     checkpoint: str = "latest", save_images: bool = False) -> dict:
+  """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files."""
+  config, apply_fn, step = load_model(workdir, checkpoint)
+  data = config.data
+  if data_root is not None:
+    data.root, data.shards_dir = _test_root(data_root), ""
+    data.dataset = dataset or "folder"
+  elif dataset is not None:
+    data.dataset = dataset
+  out = pathlib.Path(out) if out is not None else pathlib.Path(workdir) / "eval" / f"step_{step}"
+  images_dir = out / "images"
+
+  def save(pair, output):
+    path = images_dir / f"{pair['name']}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(output).save(path)
+
+  pairs = list(pipeline.eval_dataset(data))
+  results = evaluate_pairs(apply_fn, tqdm.tqdm(pairs, desc="evaluating", unit="image"), conventions,
+                           on_image=save if save_images else None)
+  return write_results(results, out, {"checkpoint_step": step, "config": config.get("name", ""),
+                                      "data": str(data.shards_dir or data.root), "device": jax.devices()[0].device_kind,
+                                      "out": str(out)})
+
+
+def _test_root(path: str) -> str:
+  """`--data` may be a data set root (holding test/) or its test/ folder itself."""
+  folder = pathlib.Path(path)
+  return str(folder.parent) if folder.name == "test" and not (folder / "test").is_dir() else str(folder)
