@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up .venv, then show the model that the paper describes.
-# (Demo data, training and evaluation join this script as those parts land.)
+# The main job on a fresh machine: set up .venv, synthesize the built-in demo data (skipped when already
+# complete), train configs/demo.py in workdirs/demo (resumed if interrupted) and evaluate it on the demo test
+# split. Extra arguments go to train.py, e.g. --config.num_train_steps=200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m simplenet_jax.summary --config configs/gopro.py
+.venv/bin/python -m simplenet_jax.data.synthesize --out data/demo
+.venv/bin/python train.py --config configs/demo.py --workdir workdirs/demo "$@"
