@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import skimage.data
-from PIL import Image
 
 from configs import smoke
 from simplenet_jax import checkpointing
@@ -23,28 +22,6 @@ from simplenet_jax import parallel
 from simplenet_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def write_pairs(root: pathlib.Path, split: str, count: int, size: tuple[int, int], seed: int) -> None:
-  """GoPro-layout pairs cut from a real photo, blurred by a horizontal box (independent of the package)."""
-  rng = np.random.default_rng(seed)
-  photo = skimage.data.astronaut()
-  for i in range(count):
-    top, left = rng.integers(0, 512 - size[0]), rng.integers(0, 512 - size[1])
-    sharp = photo[top:top + size[0], left:left + size[1]]
-    blur = scipy.ndimage.uniform_filter(sharp.astype(float), size=(1, 5, 1), mode="reflect")
-    scene = root / split / f"scene{i % 2}"
-    for kind, image in (("sharp", sharp), ("blur", np.round(blur).astype(np.uint8))):
-      (scene / kind).mkdir(parents=True, exist_ok=True)
-      Image.fromarray(image).save(scene / kind / f"{i:06d}.png")
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("pairs")
-  write_pairs(root, "train", 8, (40, 48), seed=0)
-  write_pairs(root, "test", 2, (37, 45), seed=1)  # odd sizes: evaluation pads and crops back
-  return root
 
 
 def smoke_config(data_root, **overrides):
