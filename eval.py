@@ -23,13 +23,17 @@ def main(argv=None) -> int:
                       help="SSIM convention (SPEC §5); default both")
   parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
   parser.add_argument("--save-images", action="store_true", help="also write the deblurred PNGs")
+  parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
+  parser.add_argument("--tile", type=int, default=0, help="tile size in pixels (0: whole images)")
+  parser.add_argument("--overlap", type=int, default=32, help="overlap of neighbouring tiles (blended)")
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes about read-only checkpoint folders
   conventions = metrics.CONVENTIONS if args.convention == "both" else (args.convention,)
   try:
     summary = evaluate.evaluate_workdir(args.workdir, data_root=args.data, dataset=args.dataset, out=args.out,
                                         conventions=conventions, checkpoint=args.checkpoint,
-                                        save_images=args.save_images)
+                                        save_images=args.save_images, ensemble=args.ensemble,
+                                        tile=args.tile, overlap=args.overlap)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m simplenet_jax.data.synthesize --out data/demo
 .venv/bin/python train.py --config configs/demo.py --workdir workdirs/demo "$@"
+.venv/bin/python eval.py --workdir workdirs/demo

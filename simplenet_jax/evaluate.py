@@ -24,6 +24,7 @@ from flax import nnx
 from PIL import Image
 
 from simplenet_jax import checkpointing
+from simplenet_jax import inference
 from simplenet_jax import metrics
 from simplenet_jax.data import pipeline
 from simplenet_jax.models import SimpleNet
@@ -153,9 +154,19 @@ def write_results(results: list[ImageResult], out: pathlib.Path, extra: dict) ->
 
 def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = None, dataset: str | None = None,
                      out: str | pathlib.Path | None = None, conventions=metrics.CONVENTIONS,
-                     checkpoint: str = "latest", save_images: bool = False) -> dict:
-  """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files."""
-  config, apply_fn, step = load_model(workdir, checkpoint)
+                     checkpoint: str = "latest", save_images: bool = False, ensemble: bool = False,
+                     tile: int = 0, overlap: int = 32) -> dict:
+  """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
+
+  `ensemble` averages the ×8 flips/rotations; `tile` > 0 runs overlapping tiles (see `inference`).
+  """
+  config, network, step = load_model(workdir, checkpoint)
+  if ensemble or tile:
+    def apply_fn(image):  # `evaluate_pairs` pads for `network`; the ensemble and tiles are padded themselves
+      return inference.deblur_image(lambda x: deblur(network, x), image, tile=tile, overlap=overlap,
+                                    ensemble=ensemble)
+  else:
+    apply_fn = network
   data = config.data
   if data_root is not None:
     data.root, data.shards_dir = _test_root(data_root), ""
@@ -174,6 +185,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = Non
   results = evaluate_pairs(apply_fn, tqdm.tqdm(pairs, desc="evaluating", unit="image"), conventions,
                            on_image=save if save_images else None)
   return write_results(results, out, {"checkpoint_step": step, "config": config.get("name", ""),
+                                      "ensemble": ensemble, "tile": tile,
                                       "data": str(data.shards_dir or data.root), "device": jax.devices()[0].device_kind,
                                       "out": str(out)})
 
