@@ -1,13 +1,22 @@
-"""deform_conv2d against a naive NumPy loop (per output pixel, per kernel point, bilinear)."""
+"""deform_conv2d against a naive NumPy loop (per output pixel, per kernel point, bilinear), and the fast
+custom-VJP version against the simple autodiff one (`deform_conv2d_reference`), tiled and untiled."""
 
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from simplenet_jax.ops import deform_conv
 from simplenet_jax.ops import deform_conv2d
+from simplenet_jax.ops import deform_conv2d_reference
+
+IMPLEMENTATIONS = {"fast": deform_conv2d, "reference": deform_conv2d_reference}
 
 
 def _bilinear_numpy(img, y, x):
@@ -71,15 +80,16 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_matches_numpy_loop_float64(case):
+def test_matches_numpy_loop_float64(case, implementation):
   *shape, stride, padding, dilation, scale, masked = case
   rng = np.random.default_rng(sum(shape) + stride + dilation)
   args = _inputs(rng, *shape, stride, padding, dilation, scale, masked)
   expected = deform_conv2d_numpy(*args, stride, padding, dilation)
+  conv = IMPLEMENTATIONS[implementation]
   with jax.enable_x64(True):
-    fn = jax.jit(lambda x, o, m, k: deform_conv2d(x, o, m, k, stride=stride, padding=padding,
-                                                   dilation=dilation))
+    fn = jax.jit(lambda x, o, m, k: conv(x, o, m, k, stride=stride, padding=padding, dilation=dilation))
     got = fn(*[None if a is None else jnp.asarray(a) for a in args])
     assert got.dtype == jnp.float64
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-10, atol=1e-10)
@@ -179,3 +189,148 @@ def test_bad_shapes_raise_one_clear_sentence(bad, message):
   with pytest.raises(ValueError) as info:
     deform_conv2d(*(jnp.asarray(args[k]) for k in ("x", "offset", "mask", "kernel")))
   assert message in str(info.value)
+
+
+# --- The fast implementation's own machinery: tiles, custom VJP, dtypes, transformations. ---
+
+TILED_CASES = [
+    # n, h, w, cin, cout, groups, stride, padding, dilation, offset_scale, masked, tile rows
+    (2, 9, 8, 4, 3, 2, 1, 1, 1, 2.0, True, 1),
+    (1, 11, 9, 4, 5, 1, 2, 1, 2, 3.0, False, 2),  # Ho = 6: three tiles of two rows
+    (2, 10, 7, 6, 2, 2, 1, 2, 2, 9.0, True, 3),  # Ho = 10: four tiles of three rows, the last padded
+]
+
+
+def _force_tile_rows(monkeypatch, rows: int, args) -> None:
+  """Makes deform_conv2d use `rows` output rows per tile (on any backend) for inputs like `args`."""
+  x, _, _, kernel = args
+  row_bytes = 4 * x.shape[0] * x.shape[2] * kernel.shape[0] * kernel.shape[1] * x.shape[3]
+  monkeypatch.setattr(deform_conv, "CPU_TILE_BYTES", rows * row_bytes)
+  monkeypatch.setattr(deform_conv.jax, "default_backend", lambda: "cpu")
+
+
+@pytest.mark.parametrize("case", TILED_CASES)
+def test_tiled_forward_and_vjp_match_autodiff_reference_float64(case, monkeypatch):
+  """Whole vector-Jacobian products (not just directions) of all four inputs, with several tiles and a
+  padded last tile, against autodiff of the simple implementation."""
+  *shape, stride, padding, dilation, scale, masked, rows = case
+  rng = np.random.default_rng(sum(shape) + rows)
+  args = _inputs(rng, *shape, stride, padding, dilation, scale, masked)
+  _force_tile_rows(monkeypatch, rows, args)
+  geometry = dict(stride=stride, padding=padding, dilation=dilation)
+  with jax.enable_x64(True):
+    jargs = [None if a is None else jnp.asarray(a) for a in args]
+    out, vjp = jax.vjp(lambda *a: deform_conv2d(*a, **geometry), *jargs)
+    want, vjp_ref = jax.vjp(lambda *a: deform_conv2d_reference(*a, **geometry), *jargs)
+    cotangent = jnp.asarray(rng.normal(size=out.shape))
+    grads, grads_ref = vjp(cotangent), vjp_ref(cotangent)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-11, atol=1e-11)
+  np.testing.assert_allclose(np.asarray(out), deform_conv2d_numpy(*args, stride, padding, dilation),
+                             rtol=1e-10, atol=1e-10)
+  for name, got, expected in zip(("x", "offset", "mask", "kernel"), grads, grads_ref):
+    if expected is None:
+      assert got is None
+      continue
+    assert got.dtype == jnp.float64, name
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-10, atol=1e-10,
+                               err_msg=f"gradient of {name}")
+
+
+def test_tiles_cover_the_output_with_less_than_a_row_of_padding_each(monkeypatch):
+  x = jnp.zeros((2, 10, 7, 6))
+  kernel = jnp.zeros((3, 3, 6, 2))
+  _force_tile_rows(monkeypatch, 3, (x, None, None, kernel))
+  rows, tiles = deform_conv._tile_rows(x, kernel, (10, 7))
+  assert (rows, tiles) == (3, 4)
+  monkeypatch.setattr(deform_conv.jax, "default_backend", lambda: "gpu")
+  assert deform_conv._tile_rows(x, kernel, (10, 7)) == (10, 1)  # accelerators: plain im2col, one tile
+
+
+def test_nan_offset_stays_in_bounds_and_shows_in_the_output():
+  """A NaN offset must not index outside the image (the gathers promise in-bounds indices); it makes
+  exactly the outputs that read it NaN rather than hiding it."""
+  x = jnp.ones((1, 6, 7, 2))
+  offset = jnp.zeros((1, 6, 7, 18)).at[0, 2, 3, 4].set(jnp.nan)
+  out = np.asarray(deform_conv2d(x, offset, jnp.ones((1, 6, 7, 9)), jnp.ones((3, 3, 2, 3))))
+  nan_pixels = np.argwhere(np.isnan(out).any(axis=-1))
+  np.testing.assert_array_equal(nan_pixels, [[0, 2, 3]])
+
+
+def test_bfloat16_inputs_sample_in_float32():
+  rng = np.random.default_rng(5)
+  args = _inputs(rng, 2, 12, 10, 8, 4, 2, 1, 1, 1, 2.0, True)
+  bf16 = [jnp.asarray(a, jnp.bfloat16) for a in args]
+  # The same (rounded) numbers in float32: what is left is the bf16 rounding of the columns and of ∂out.
+  f32 = [a.astype(jnp.float32) for a in bf16]
+  out = deform_conv2d(*bf16)
+  assert out.dtype == jnp.bfloat16
+  exact = deform_conv2d_numpy(*[np.asarray(a, np.float64) for a in f32], 1, 1, 1)
+  np.testing.assert_allclose(np.asarray(out, np.float32), exact, atol=0.02 * np.abs(exact).max())
+
+  def loss(*a):
+    return jnp.sum(jnp.sin(deform_conv2d(*a).astype(jnp.float32)))
+
+  grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*bf16)
+  grads32 = jax.grad(loss, argnums=(0, 1, 2, 3))(*f32)
+  for name, got, want in zip(("x", "offset", "mask", "kernel"), grads, grads32):
+    assert got.dtype == jnp.bfloat16, name
+    got, want = np.asarray(got, np.float32), np.asarray(want)
+    np.testing.assert_allclose(got, want, atol=0.03 * np.abs(want).max(), err_msg=f"gradient of {name}")
+
+
+def test_grad_under_jit_and_vmap_matches_batched_call():
+  """Per-example gradients from vmap of the single-image call equal the batched call's gradients."""
+  rng = np.random.default_rng(12)
+  x, offset, mask, kernel = (jnp.asarray(a, jnp.float32) for a in
+                             _inputs(rng, 3, 8, 9, 4, 2, 2, 1, 1, 1, 1.5, True))
+
+  def loss(x, offset, mask, kernel):
+    return jnp.sum(jnp.sin(deform_conv2d(x, offset, mask, kernel)))
+
+  batched = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(x, offset, mask, kernel)
+  per_example = jax.jit(jax.vmap(
+      jax.grad(lambda a, o, m, k: loss(a[None], o[None], m[None], k), argnums=(0, 1, 2, 3)),
+      in_axes=(0, 0, 0, None)))(x, offset, mask, kernel)
+  for got, want in zip(per_example[:3], batched[:3]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(per_example[3].sum(0)), np.asarray(batched[3]), rtol=1e-4, atol=1e-4)
+
+
+_SHARDING_CHECK = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from simplenet_jax.ops import deform_conv2d
+    assert jax.device_count() == 4, jax.devices()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    keys = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(keys[0], (8, 12, 10, 6))
+    offset = 2 * jax.random.normal(keys[1], (8, 12, 10, 18))
+    mask = jax.random.uniform(keys[2], (8, 12, 10, 9))
+    kernel = jax.random.normal(keys[3], (3, 3, 6, 5))
+    def loss(x, offset, mask, kernel):
+      return jnp.sum(deform_conv2d(x, offset, mask, kernel) ** 2)
+    step = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))
+    want = jax.jit(step)(x, offset, mask, kernel)
+    batch, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    sharded = jax.jit(step, in_shardings=(batch, batch, batch, replicated))
+    got = sharded(*(jax.device_put(a, s) for a, s in zip((x, offset, mask, kernel), (batch,) * 3 + (replicated,))))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-4, atol=2e-4)
+    assert got[1][0].sharding.spec[0] == "data", got[1][0].sharding
+    out = jax.jit(deform_conv2d, in_shardings=(batch, batch, batch, replicated))(x, offset, mask, kernel)
+    assert out.sharding.spec[0] == "data", out.sharding
+    # Data parallel for real: no device gathers another's images; only ∂kernel is summed across devices.
+    hlo = sharded.lower(x, offset, mask, kernel).compile().as_text()
+    assert "all-gather(" not in hlo and "all-to-all(" not in hlo, "a sharded call gathers the batch"
+    print("sharding ok")
+""")
+
+
+def test_sharded_over_four_cpu_devices_matches_single_device():
+  """Batch-sharded forward and gradients on a 4-device CPU mesh equal the single-device ones, without
+  collectives on the images (its own process: the device count is fixed when JAX starts)."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _SHARDING_CHECK], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "sharding ok" in result.stdout
