@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.use_lgcr = True
   config.model.use_dr = True
   config.model.zero_init_tail = True  # the untrained network is the identity (the paper gives no init)
+  config.model.global_context = "lgcr"  # LGCR's slot (Table 5/6): "lgcr", "nonlocal", "tgm_trm" or "none"
 
   # Data (SPEC §4). The default is the demo set a fresh clone builds in under a minute with
   # `python -m simplenet_jax.data.synthesize --out data/demo`; GoPro is dataset="gopro", root=".../GOPRO_Large".

@@ -23,8 +23,12 @@ from simplenet_jax.models import PVB
 from simplenet_jax.models import DeformableResBlock
 from simplenet_jax.models import ResBlock
 from simplenet_jax.models import SimpleNet
+from simplenet_jax.models.global_context import NonLocal
+from simplenet_jax.models.global_context import TensorLowRank
 
-BLOCK_TYPES = (("ResBlock", ResBlock), ("PVB", PVB), ("DR", DeformableResBlock), ("LGCR", LGCR))
+BLOCK_TYPES = (("ResBlock", ResBlock), ("PVB", PVB), ("DR", DeformableResBlock), ("LGCR", LGCR),
+               ("NonLocal", NonLocal), ("TGM+TRM", TensorLowRank))
+PAPER_TYPES = ("ResBlock", "PVB", "DR", "LGCR")  # always listed; the Table 5/6 alternatives only when used
 OTHER = "head/down/up/tail convs"
 
 
@@ -40,6 +44,7 @@ def parameters_by_block_type(model: nnx.Module) -> dict[str, tuple[int, int]]:
       if type(node) is block_type:
         count, params = table[name]
         table[name] = (count + 1, params + count_parameters(node))
+  table = {name: entry for name, entry in table.items() if name in PAPER_TYPES or entry[0]}
   in_blocks = sum(params for _, params in table.values())
   # The plain convs (head, down-, up-sampling, tail) are the model's own direct children.
   convs = sum(1 for path, node in nnx.iter_graph(model)

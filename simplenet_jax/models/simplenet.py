@@ -17,12 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from simplenet_jax.models.blocks import LGCR
 from simplenet_jax.models.blocks import PVB
 from simplenet_jax.models.blocks import DeformableResBlock
 from simplenet_jax.models.blocks import ResBlock
 from simplenet_jax.models.blocks import conv3x3
 from simplenet_jax.models.blocks import up_conv4x4
+from simplenet_jax.models.global_context import GLOBAL_CONTEXT_OPTIONS
+from simplenet_jax.models.global_context import global_context_block
 
 # The fields of `config.model`, with their defaults (configs/default.py sets the same values).
 MODEL_DEFAULTS: dict[str, Any] = dict(
@@ -34,6 +35,7 @@ MODEL_DEFAULTS: dict[str, Any] = dict(
     use_lgcr=True,
     use_dr=True,
     zero_init_tail=True,
+    global_context="lgcr",
 )
 SIZE_MULTIPLE = 4  # two stride-2 down-samplings must round-trip through the two ×2 up-samplings
 
@@ -69,11 +71,14 @@ class SimpleNet(nnx.Module):
     lgcr_rank, lgcr_softmax_axes: LGCR's CP rank r (eq. 2) and softmax axes (eq. 3).
     use_pvb, use_lgcr, use_dr: False replaces that block by a vanilla ResBlock (Table 3).
     zero_init_tail: start the tail conv at zero, so the untrained network is the identity.
+    global_context: the module in LGCR's slot (Table 5/6): "lgcr", "nonlocal", "tgm_trm" or "none"
+      (`models/global_context.py`).
   """
 
   def __init__(self, widths: Sequence[int] = (32, 64, 128), *, deform_groups: int = 1, lgcr_rank: int = 64,
                lgcr_softmax_axes: str = "chw", use_pvb: bool = True, use_lgcr: bool = True,
-               use_dr: bool = True, zero_init_tail: bool = True, rngs: nnx.Rngs):
+               use_dr: bool = True, zero_init_tail: bool = True, global_context: str = "lgcr",
+               rngs: nnx.Rngs):
     c1, c2, c3 = widths
     stage = dict(deform_groups=deform_groups, use_pvb=use_pvb, use_dr=use_dr, rngs=rngs)
     self.head = conv3x3(3, c1, rngs=rngs)
@@ -82,8 +87,8 @@ class SimpleNet(nnx.Module):
     self.encoder2 = Stage(c2, decoder=False, **stage)
     self.down2 = conv3x3(c2, c3, stride=2, rngs=rngs)
     self.encoder3 = Stage(c3, decoder=False, **stage)
-    self.lgcr = (LGCR(rank=lgcr_rank, softmax_axes=lgcr_softmax_axes, rngs=rngs) if use_lgcr
-                 else ResBlock(c3, rngs=rngs))
+    self.lgcr = (global_context_block(global_context, c3, rank=lgcr_rank, softmax_axes=lgcr_softmax_axes,
+                                      rngs=rngs) if use_lgcr else ResBlock(c3, rngs=rngs))
     self.decoder3 = Stage(c3, decoder=True, **stage)
     self.up2 = up_conv4x4(c3, c2, rngs=rngs)
     self.decoder2 = Stage(c2, decoder=True, **stage)
@@ -148,5 +153,11 @@ def validate_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
   for flag in ("use_pvb", "use_lgcr", "use_dr", "zero_init_tail"):
     if not isinstance(kwargs[flag], bool):
       raise ValueError(f"config.model.{flag} must be True or False, got {kwargs[flag]!r}.")
+  if kwargs["global_context"] not in GLOBAL_CONTEXT_OPTIONS:
+    raise ValueError(f"config.model.global_context must be one of {GLOBAL_CONTEXT_OPTIONS}, got "
+                     f"{kwargs['global_context']!r}.")
+  if not kwargs["use_lgcr"] and kwargs["global_context"] != "lgcr":
+    raise ValueError(f"config.model.use_lgcr=False puts a ResBlock in the global-context slot (Table 3), so "
+                     f"global_context={kwargs['global_context']!r} would be ignored; set one of the two.")
   kwargs["widths"] = widths
   return kwargs
