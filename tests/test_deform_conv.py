@@ -14,7 +14,7 @@ import pytest
 
 from simplenet_jax.ops import deform_conv
 from simplenet_jax.ops import deform_conv2d
-from simplenet_jax.ops import deform_conv2d_reference
+from simplenet_jax.ops.deform_conv_reference import deform_conv2d_reference
 
 IMPLEMENTATIONS = {"fast": deform_conv2d, "reference": deform_conv2d_reference}
 
