@@ -76,10 +76,13 @@ def raw_residual(x: jax.Array, kernel: jax.Array) -> jax.Array:
   ``kernel [3, 3, 3]`` is indexed (channel, row, column) offsets, as a PyTorch ``Conv3d(1, 1, 3)`` on the
   ``[N, 1, C, H, W]`` volume would be; zero padding, no bias. Returns ``[N, H, W, C]``.
   """
-  # The volume axes of [N, H, W, C, 1] are (H, W, C) = spatial dims "HWD", with D the paper's channel depth.
-  return jax.lax.conv_general_dilated(
-      x[..., None], kernel.transpose(1, 2, 0)[..., None, None].astype(x.dtype), window_strides=(1, 1, 1),
-      padding=[(1, 1)] * 3, dimension_numbers=("NHWDC", "HWDIO", "NHWDC"))[..., 0]
+  # 27 shifted multiply-adds of the zero-padded volume: XLA's CPU convolution takes a slow path for a
+  # one-channel 3-D conv (3.7 s against 28 ms for this at the 720p bottleneck), and this fuses everywhere.
+  n, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1)))
+  kernel = kernel.astype(x.dtype)
+  return sum(kernel[d, a, b] * padded[:, a:a + h, b:b + w, d:d + c]
+             for d in range(3) for a in range(3) for b in range(3))
 
 
 def light_global_context_refinement(
