@@ -59,7 +59,7 @@ IntPair = int | Sequence[int]
 # neighbours then all lie in the border; samples inside have neighbours in [-1, H] × [-1, W].
 _BORDER = 2
 # CPU tiles: about this many bytes of float32 im2col per tile (a sweep of 128 KiB … 16 MiB put the
-# backward pass's optimum at 0.5–1 MiB on the 2-core benchmark machine, 3× faster than 16 MiB).
+# backward pass's optimum at 0.5–1 MiB on the 2-core benchmark machine, 3–9× faster than 16 MiB).
 CPU_TILE_BYTES = 1 << 20
 _IN_BOUNDS = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 
