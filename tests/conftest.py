@@ -35,3 +35,17 @@ def data_root(tmp_path_factory):
   write_pairs(root, "train", 8, (40, 48), seed=0)
   write_pairs(root, "test", 2, (37, 45), seed=1)
   return root
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(data_root, tmp_path_factory):
+  """A smoke model trained 4 steps (its tail is no longer zero, so it changes the images)."""
+  from configs import smoke  # pylint: disable=g-import-not-at-top  (needs ROOT on sys.path, above)
+  from simplenet_jax import train  # pylint: disable=g-import-not-at-top
+
+  path = tmp_path_factory.mktemp("workdir")
+  config = smoke.get_config()
+  config.data.root = str(data_root)
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, path)
+  return path

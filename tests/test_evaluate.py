@@ -13,22 +13,14 @@ import scipy.ndimage
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from configs import smoke
 from simplenet_jax import evaluate
-from simplenet_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def workdir(data_root, tmp_path_factory):
-  """A smoke model trained a few steps (its tail is no longer zero, so it changes the images)."""
-  path = tmp_path_factory.mktemp("workdir")
-  config = smoke.get_config()
-  config.data.root = str(data_root)
-  config.num_train_steps = 4
-  train.train_and_evaluate(config, path)
-  return path
+@pytest.fixture()
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 def _matlab_ssim(a, b):

@@ -11,12 +11,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from configs import smoke
 from simplenet_jax import deblur
 from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import metrics
-from simplenet_jax import train
 
 
 def _image(h=37, w=53, seed=0):
@@ -66,14 +64,9 @@ def test_bad_tiling_is_one_sentence(tile, overlap, message):
   assert message in str(info.value)
 
 
-@pytest.fixture(scope="module")
-def workdir(data_root, tmp_path_factory):
-  path = tmp_path_factory.mktemp("workdir")
-  config = smoke.get_config()
-  config.data.root = str(data_root)
-  config.num_train_steps = 2
-  train.train_and_evaluate(config, path)
-  return path
+@pytest.fixture()
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 @pytest.fixture()
