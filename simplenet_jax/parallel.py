@@ -53,14 +53,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-  """Returns this process's share of the global batch; one clear error if it does not divide."""
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  """One clear error if the global batch does not divide over the mesh's devices."""
   devices = mesh.devices.size
   if global_batch_size < 1 or global_batch_size % devices:
     suggestion = max(devices, round(global_batch_size / devices) * devices)
     raise ValueError(f"config.batch_size={global_batch_size} must be a positive multiple of the {devices} "
                      f"devices of the mesh; use e.g. --config.batch_size={suggestion}.")
-  return global_batch_size // jax.process_count()
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

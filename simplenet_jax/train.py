@@ -28,6 +28,7 @@ from flax import nnx
 
 from simplenet_jax import checkpointing
 from simplenet_jax import evaluate
+from simplenet_jax import metrics
 from simplenet_jax import parallel
 from simplenet_jax.data import pipeline
 from simplenet_jax.models import SimpleNet
@@ -171,8 +172,8 @@ def _eval_and_log(config, apply_fn, writer, step: int) -> dict[str, float]:
 
   def keep_grid(pair, output):
     if len(grids) < config.eval_grid_images:
-      to_u8 = lambda image: np.asarray(np.round(image * 255), np.uint8)
-      grids.append(np.concatenate([to_u8(pair["blur"]), output, to_u8(pair["sharp"])], axis=1))
+      blur, sharp = (np.asarray(metrics.to_uint8(jnp.asarray(pair[k]))) for k in ("blur", "sharp"))
+      grids.append(np.concatenate([blur, output, sharp], axis=1))
 
   pairs = pipeline.eval_dataset(config.data, limit=config.eval_num_images or None)
   results = evaluate.evaluate_pairs(apply_fn, pairs, on_image=keep_grid)
