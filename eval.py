@@ -1,7 +1,9 @@
 """Evaluates a trained workdir at full resolution: `python eval.py --workdir DIR [--data DIR] [...]`.
 
 Writes results.csv (one row per image) and summary.json (means) to --out (default WORKDIR/eval/step_N) and
-prints the means. The work is in `simplenet_jax.evaluate.evaluate_workdir`.
+prints the means; --save-images adds the outputs and the worst and best images side by side with their input
+and target. Consecutive images of one size are batched (--batch-size); the network compiles once per size.
+The work is in `simplenet_jax.evaluate.evaluate_workdir`.
 """
 
 import argparse
@@ -22,7 +24,13 @@ def main(argv=None) -> int:
   parser.add_argument("--convention", choices=("matlab", "python", "both"), default="both",
                       help="SSIM convention (SPEC §5); default both")
   parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
-  parser.add_argument("--save-images", action="store_true", help="also write the deblurred PNGs")
+  parser.add_argument("--save-images", action="store_true",
+                      help="also write the deblurred PNGs (OUT/images/) and blur | output | sharp pictures of the "
+                      "worst and best images by PSNR gain over the input (OUT/worst/, OUT/best/)")
+  parser.add_argument("--worst-best", type=int, default=3, metavar="N",
+                      help="how many worst and best pictures --save-images writes; default 3")
+  parser.add_argument("--batch-size", type=int, default=1, help="images of one size deblurred per network call "
+                      "(the same results; raise it on an accelerator with memory to spare); default 1")
   parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
   parser.add_argument("--tile", type=int, default=0, help="tile size in pixels (0: whole images)")
   parser.add_argument("--overlap", type=int, default=32, help="overlap of neighbouring tiles (blended)")
@@ -32,7 +40,8 @@ def main(argv=None) -> int:
   try:
     summary = evaluate.evaluate_workdir(args.workdir, data_root=args.data, dataset=args.dataset, out=args.out,
                                         conventions=conventions, checkpoint=args.checkpoint,
-                                        save_images=args.save_images, ensemble=args.ensemble,
+                                        save_images=args.save_images, worst_best=args.worst_best,
+                                        batch_size=args.batch_size, ensemble=args.ensemble,
                                         tile=args.tile, overlap=args.overlap)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
@@ -41,7 +50,8 @@ def main(argv=None) -> int:
   print(f"  PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
   for c in summary["conventions"]:
     print(f"  SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} (blurred input {summary[f'input_ssim_{c}']:.4f})")
-  print(f"  files: {summary['out']}/results.csv, summary.json")
+  saved = ", images/, worst/, best/" if args.save_images else ""
+  print(f"  files: {summary['out']}/results.csv, summary.json{saved}")
   return 0
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import heapq
 import json
 import pathlib
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -65,29 +67,104 @@ def _ssims(pred: np.ndarray, target: np.ndarray, conventions) -> dict[str, float
     return {c: float(metrics.ssim(jnp.asarray(pred), jnp.asarray(target), c)) for c in conventions}
 
 
+def _as_uint8(image: np.ndarray | jax.Array) -> np.ndarray:
+  return np.asarray(image if image.dtype == np.uint8 else metrics.to_uint8(jnp.asarray(image)))
+
+
+def side_by_side(blur, output, sharp) -> np.ndarray:
+  """blur | output | sharp as one uint8 ``[H, 3W, 3]`` picture; [0, 1] floats are rounded as a PNG holds them."""
+  return np.concatenate([_as_uint8(image) for image in (blur, output, sharp)], axis=1)
+
+
+def same_shape_batches(pairs: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
+  """Runs of consecutive pairs of one image size, at most `batch_size` long, in the pairs' order."""
+  batch = []
+  for pair in pairs:
+    if batch and (len(batch) == batch_size or np.shape(pair["blur"]) != np.shape(batch[0]["blur"])):
+      yield batch
+      batch = []
+    batch.append(pair)
+  if batch:
+    yield batch
+
+
+def deblur_batch(apply_fn: ApplyFn, blurs: list[np.ndarray], batch_size: int) -> np.ndarray:
+  """uint8 outputs of same-sized [0, 1] images, as a saved PNG would hold them.
+
+  A short batch (the end of a run of one size) is filled up with copies of its last image, so that the
+  network sees one shape per image size and compiles once for it.
+  """
+  filled = np.stack(list(blurs) + [blurs[-1]] * (batch_size - len(blurs)))
+  return np.asarray(metrics.to_uint8(deblur(apply_fn, jnp.asarray(filled))))[:len(blurs)]
+
+
+def score(name: str, blur: np.ndarray, output: np.ndarray, sharp: np.ndarray, seconds: float,
+          conventions=metrics.CONVENTIONS) -> ImageResult:
+  """PSNR and SSIM of the uint8 `output` and of the uint8 `blur` input, both against the uint8 `sharp`."""
+  return ImageResult(
+      name=name, input_psnr=float(metrics.psnr(jnp.asarray(blur), jnp.asarray(sharp))),
+      input_ssim=_ssims(blur, sharp, conventions), psnr=float(metrics.psnr(jnp.asarray(output), jnp.asarray(sharp))),
+      ssim=_ssims(output, sharp, conventions), seconds=seconds)
+
+
 def evaluate_pairs(apply_fn: ApplyFn, pairs: Iterable[dict], conventions=metrics.CONVENTIONS,
-                   on_image: Callable[[dict, np.ndarray], None] | None = None) -> list[ImageResult]:
+                   on_image: Callable[[dict, np.ndarray, ImageResult], None] | None = None, *,
+                   batch_size: int = 1) -> list[ImageResult]:
   """Deblurs every pair ``{"blur", "sharp": float32 [H, W, 3] in [0, 1], "name"}`` and scores it.
 
-  The pairs come from 8-bit files, so ``to_uint8`` recovers their exact pixel values. `on_image(pair,
-  output_uint8)` is called for each image (to save it, or to draw a grid).
+  Consecutive pairs of the same size go through the network `batch_size` at a time (the results equal one
+  at a time; an image's `seconds` is its batch's time over the batch's length). The pairs come from 8-bit
+  files, so ``to_uint8`` recovers their exact pixel values. `on_image(pair, output_uint8, result)` is called
+  for each image in order (to save it, or to draw a grid); only one batch of pairs is held at a time.
   """
+  if batch_size < 1:
+    raise ValueError(f"the batch size must be at least 1, got {batch_size}.")
   results = []
-  for pair in pairs:
+  for batch in same_shape_batches(pairs, batch_size):
     start = time.perf_counter()
-    output = np.asarray(metrics.to_uint8(deblur(apply_fn, jnp.asarray(pair["blur"])[None]))[0])
-    seconds = time.perf_counter() - start
-    blur = np.asarray(metrics.to_uint8(jnp.asarray(pair["blur"])))
-    sharp = np.asarray(metrics.to_uint8(jnp.asarray(pair["sharp"])))
-    results.append(ImageResult(
-        name=str(pair["name"]),
-        input_psnr=float(metrics.psnr(jnp.asarray(blur), jnp.asarray(sharp))),
-        input_ssim=_ssims(blur, sharp, conventions),
-        psnr=float(metrics.psnr(jnp.asarray(output), jnp.asarray(sharp))),
-        ssim=_ssims(output, sharp, conventions), seconds=seconds))
-    if on_image is not None:
-      on_image(pair, output)
+    outputs = deblur_batch(apply_fn, [pair["blur"] for pair in batch], batch_size)
+    seconds = (time.perf_counter() - start) / len(batch)
+    for pair, output in zip(batch, outputs):
+      result = score(str(pair["name"]), _as_uint8(pair["blur"]), output, _as_uint8(pair["sharp"]), seconds,
+                     conventions)
+      results.append(result)
+      if on_image is not None:
+        on_image(pair, output, result)
   return results
+
+
+class Extremes:
+  """The `count` lowest- and highest-scored items seen so far (a running bottom-k and top-k).
+
+  Only 2·`count` items are held however many are offered; of equal scores the earliest is kept.
+  """
+
+  def __init__(self, count: int):
+    self.count = count
+    self._low = []  # (-score, -order, item): heapq pops the highest score, of equal ones the latest
+    self._high = []  # (score, -order, item): heapq pops the lowest score, of equal ones the latest
+    self._offered = 0
+
+  def wants(self, value: float) -> bool:
+    """Whether an item of this score would be kept (so that it is only built when needed)."""
+    return self.count > 0 and (len(self._low) < self.count or value < -self._low[0][0] or
+                               len(self._high) < self.count or value > self._high[0][0])
+
+  def add(self, value: float, item) -> None:
+    self._offered += 1
+    for heap, entry in ((self._low, (-value, -self._offered, item)), (self._high, (value, -self._offered, item))):
+      if len(heap) < self.count:
+        heapq.heappush(heap, entry)
+      elif self.count:
+        heapq.heappushpop(heap, entry)
+
+  def lowest(self) -> list:
+    """The kept items of the lowest scores, lowest first."""
+    return [item for *_, item in sorted(self._low, reverse=True)]  # orders are unique: items never compared
+
+  def highest(self) -> list:
+    """The kept items of the highest scores, highest first."""
+    return [item for *_, item in sorted(self._high, reverse=True)]
 
 
 def mean_metrics(results: list[ImageResult]) -> dict[str, float]:
@@ -127,9 +204,9 @@ def load_model(workdir: str | pathlib.Path, checkpoint: str = "latest"
     model = nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(model)
     params = checkpointing.restore_params(manager, step, abstract_params)
-  except (FileNotFoundError, KeyError, ValueError) as error:
-    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt ({error}); pass "
-                     "--checkpoint with another step.") from None
+  except (FileNotFoundError, KeyError, ValueError) as error:  # tensorstore reports damaged files as ValueError
+    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt ({_first_line(error)}); "
+                     "pass --checkpoint with another step.") from None
   forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
   return config, functools.partial(forward, params), step
 
@@ -154,19 +231,20 @@ def write_results(results: list[ImageResult], out: pathlib.Path, extra: dict) ->
 
 def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = None, dataset: str | None = None,
                      out: str | pathlib.Path | None = None, conventions=metrics.CONVENTIONS,
-                     checkpoint: str = "latest", save_images: bool = False, ensemble: bool = False,
-                     tile: int = 0, overlap: int = 32) -> dict:
+                     checkpoint: str = "latest", save_images: bool = False, worst_best: int = 3,
+                     batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = 32) -> dict:
   """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
 
-  `ensemble` averages the ×8 flips/rotations; `tile` > 0 runs overlapping tiles (see `inference`).
+  `save_images` writes each output to OUT/images/<scene>/<frame>.png and blur | output | sharp pictures of
+  the `worst_best` images of the lowest and of the highest PSNR gain over their input to OUT/worst/ and
+  OUT/best/. `batch_size` images of one size run through the network at a time. `ensemble` averages the ×8
+  flips/rotations; `tile` > 0 runs overlapping tiles (see `inference`).
   """
+  if batch_size < 1 or worst_best < 0:
+    raise ValueError(f"the batch size must be at least 1 and the worst/best count at least 0, got {batch_size} "
+                     f"and {worst_best}.")
   config, network, step = load_model(workdir, checkpoint)
-  if ensemble or tile:
-    def apply_fn(image):  # `evaluate_pairs` pads for `network`; the ensemble and tiles are padded themselves
-      return inference.deblur_image(lambda x: deblur(network, x), image, tile=tile, overlap=overlap,
-                                    ensemble=ensemble)
-  else:
-    apply_fn = network
+  apply_fn = _inference_fn(network, ensemble=ensemble, tile=tile, overlap=overlap)
   data = config.data
   if data_root is not None:
     data.root, data.shards_dir = _test_root(data_root), ""
@@ -174,20 +252,74 @@ def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = Non
   elif dataset is not None:
     data.dataset = dataset
   out = pathlib.Path(out) if out is not None else pathlib.Path(workdir) / "eval" / f"step_{step}"
-  images_dir = out / "images"
+  pairs = pipeline.eval_dataset(data)  # checks every pair first
+  _check_writable(out)  # before the work, not after it
+  extremes = Extremes(worst_best if save_images else 0)
+  progress = tqdm.tqdm(desc="evaluating", unit="image", total=_length(pairs))  # counts scored images
 
-  def save(pair, output):
-    path = images_dir / f"{pair['name']}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(output).save(path)
+  def on_image(pair, output, result):
+    progress.update()
+    if save_images:
+      write_png(out / "images" / f"{result.name}.png", output)
+      gain = result.psnr - result.input_psnr
+      if extremes.wants(gain):
+        extremes.add(gain, (result.name, side_by_side(pair["blur"], output, pair["sharp"])))
 
-  pairs = list(pipeline.eval_dataset(data))
-  results = evaluate_pairs(apply_fn, tqdm.tqdm(pairs, desc="evaluating", unit="image"), conventions,
-                           on_image=save if save_images else None)
+  with progress:
+    results = evaluate_pairs(apply_fn, pairs, conventions, on_image=on_image, batch_size=batch_size)
+  if save_images:
+    write_extremes(out, extremes)
   return write_results(results, out, {"checkpoint_step": step, "config": config.get("name", ""),
-                                      "ensemble": ensemble, "tile": tile,
+                                      "ensemble": ensemble, "tile": tile, "batch_size": batch_size,
                                       "data": str(data.shards_dir or data.root), "device": jax.devices()[0].device_kind,
                                       "out": str(out)})
+
+
+def _inference_fn(network: ApplyFn, *, ensemble: bool, tile: int, overlap: int) -> ApplyFn:
+  """The network, or its ×8 self-ensemble and/or tiled application (image by image: tiles take one)."""
+  if not (ensemble or tile):
+    return network
+
+  def one(image):  # `evaluate_pairs` pads for `network`; the ensemble and tiles are padded themselves
+    return inference.deblur_image(lambda x: deblur(network, x), image, tile=tile, overlap=overlap, ensemble=ensemble)
+
+  return lambda images: jnp.concatenate([one(images[i:i + 1]) for i in range(images.shape[0])])
+
+
+def write_png(path: pathlib.Path, pixels: np.ndarray) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(pixels).save(path)
+
+
+def write_extremes(out: pathlib.Path, extremes: Extremes) -> None:
+  """OUT/worst/NN_<scene>_<frame>.png and OUT/best/NN_…png (rank NN from 01), replacing an earlier run's."""
+  for folder, items in (("worst", extremes.lowest()), ("best", extremes.highest())):
+    for old in (out / folder).glob("[0-9][0-9]_*.png"):
+      old.unlink()
+    for rank, (name, picture) in enumerate(items, 1):
+      write_png(out / folder / f"{rank:02d}_{name.replace('/', '_')}.png", picture)
+
+
+def _check_writable(out: pathlib.Path) -> None:
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+      pass
+  except OSError as error:
+    raise ValueError(f"cannot write to the output folder {out} ({error.strerror or error}); pass --out with a "
+                     "writable folder.") from None
+
+
+def _length(dataset) -> int | None:
+  """How many pairs `pipeline.eval_dataset` holds (its parent is a sized MapDataset), for the progress bar."""
+  try:
+    return len(dataset.parents[0])
+  except (AttributeError, IndexError, TypeError):
+    return None
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
 
 
 def _test_root(path: str) -> str:

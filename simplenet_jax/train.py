@@ -28,7 +28,6 @@ from flax import nnx
 
 from simplenet_jax import checkpointing
 from simplenet_jax import evaluate
-from simplenet_jax import metrics
 from simplenet_jax import parallel
 from simplenet_jax.data import pipeline
 from simplenet_jax.models import SimpleNet
@@ -170,10 +169,9 @@ def _check_finite(summary: dict[str, float], step: int, manager, workdir) -> Non
 def _eval_and_log(config, apply_fn, writer, step: int) -> dict[str, float]:
   grids = []
 
-  def keep_grid(pair, output):
+  def keep_grid(pair, output, _):
     if len(grids) < config.eval_grid_images:
-      blur, sharp = (np.asarray(metrics.to_uint8(jnp.asarray(pair[k]))) for k in ("blur", "sharp"))
-      grids.append(np.concatenate([blur, output, sharp], axis=1))
+      grids.append(evaluate.side_by_side(pair["blur"], output, pair["sharp"]))
 
   pairs = pipeline.eval_dataset(config.data, limit=config.eval_num_images or None)
   results = evaluate.evaluate_pairs(apply_fn, pairs, on_image=keep_grid)

@@ -2,10 +2,13 @@
 
 import csv
 import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from simplenet_jax import evaluate
+from simplenet_jax.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -43,11 +47,22 @@ def _eval(*args):
 
 def test_results_equal_an_independent_recomputation_from_the_saved_pngs(workdir, data_root, tmp_path):
   out = tmp_path / "eval"
-  run = _eval("--workdir", str(workdir), "--data", str(data_root / "test"), "--out", str(out), "--save-images")
+  run = _eval("--workdir", str(workdir), "--data", str(data_root / "test"), "--out", str(out), "--save-images",
+              "--batch-size", "2", "--worst-best", "1")
   assert run.returncode == 0, run.stderr[-3000:]
   assert "PSNR" in run.stdout and "(matlab convention)" in run.stdout and "(python convention)" in run.stdout
   rows = list(csv.DictReader(open(out / "results.csv")))
   assert len(rows) == 2
+  # worst/ and best/: blur | output | sharp of the lowest and highest PSNR gain, drawn from the saved files
+  gains = {f"{r['scene']}_{r['name']}": float(r["psnr"]) - float(r["input_psnr"]) for r in rows}
+  for folder, pick in (("worst", min), ("best", max)):
+    (picture,) = (out / folder).iterdir()
+    scene_name = pick(gains, key=gains.get)
+    assert picture.name == f"01_{scene_name}.png"
+    scene, name = scene_name.split("_", 1)
+    parts = [np.asarray(Image.open(d / f"{name}.png")) for d in
+             (data_root / "test" / scene / "blur", out / "images" / scene, data_root / "test" / scene / "sharp")]
+    np.testing.assert_array_equal(np.asarray(Image.open(picture)), np.concatenate(parts, axis=1))
   for row in rows:
     stem = pathlib.Path(data_root / "test" / row["scene"])
     sharp = np.asarray(Image.open(stem / "sharp" / f"{row['name']}.png"))
@@ -63,7 +78,7 @@ def test_results_equal_an_independent_recomputation_from_the_saved_pngs(workdir,
         data_range=255), abs=1e-6)
   summary = json.loads((out / "summary.json").read_text())
   assert summary["psnr"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows]), abs=1e-5)
-  assert summary["checkpoint_step"] == 4 and summary["images"] == 2
+  assert summary["checkpoint_step"] == 4 and summary["images"] == 2 and summary["batch_size"] == 2
 
 
 def test_padding_round_trips_odd_sizes_and_batches_equal_singles():
@@ -100,3 +115,127 @@ def test_data_folder_without_pairs_is_one_sentence(workdir, tmp_path):
   run = _eval("--workdir", str(workdir), "--data", str(tmp_path))
   assert run.returncode == 1 and "Traceback" not in run.stderr
   assert run.stderr.startswith("error: ") and str(tmp_path) in run.stderr
+
+
+def _pairs(shapes, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"blur": rng.uniform(size=(*shape, 3)).astype(np.float32),
+           "sharp": rng.uniform(size=(*shape, 3)).astype(np.float32), "name": f"s/{i:03d}"}
+          for i, shape in enumerate(shapes)]
+
+
+def test_batches_compile_once_per_shape_and_equal_one_at_a_time():
+  traces = []
+
+  @jax.jit
+  def fake_net(x):  # position-dependent, so a mixed-up batch would show
+    traces.append(x.shape)  # runs only when jit traces (compiles) a new shape
+    return x * 0.5 + jnp.arange(x.shape[2])[None, None, :, None] / 100
+
+  pairs = _pairs([(13, 17)] * 3 + [(12, 16)] + [(13, 17)] * 2)
+  seen = []
+  batched = evaluate.evaluate_pairs(fake_net, pairs, conventions=(),  # SSIM does not depend on batching
+                                    on_image=lambda p, o, r: seen.append((p["name"], r.name)), batch_size=2)
+  # runs [A A] [A] [B] [A A]; short ones are filled up to 2, so one trace per padded size
+  assert traces == [(2, 16, 20, 3), (2, 12, 16, 3)]
+  singles = evaluate.evaluate_pairs(fake_net, pairs, conventions=(), batch_size=1)
+  assert [r.name for r in batched] == [r.name for r in singles] == [p["name"] for p in pairs]
+  assert seen == [(p["name"], p["name"]) for p in pairs]
+  for b, s in zip(batched, singles):
+    assert (b.psnr, b.ssim, b.input_psnr, b.input_ssim) == (s.psnr, s.ssim, s.input_psnr, s.input_ssim)
+    assert b.seconds > 0
+
+
+def test_trained_model_gives_the_same_scores_in_batches(workdir, data_root):
+  config, apply_fn, _ = evaluate.load_model(workdir)
+  config.data.root = str(data_root)
+  pairs = list(pipeline.eval_dataset(config.data))
+  one = evaluate.evaluate_pairs(apply_fn, pairs, batch_size=1)
+  two = evaluate.evaluate_pairs(apply_fn, pairs, batch_size=2)
+  assert [r.name for r in one] == [r.name for r in two] == [p["name"] for p in pairs]
+  for a, b in zip(one, two):
+    assert a.psnr == pytest.approx(b.psnr, abs=1e-6)
+    for convention in a.ssim:
+      assert a.ssim[convention] == pytest.approx(b.ssim[convention], abs=1e-6)
+
+
+def test_extremes_keep_the_lowest_and_highest_few_and_the_earliest_of_ties():
+  scores = np.random.default_rng(0).permutation(20).astype(float).tolist() + [0.0, 19.0]
+  extremes = evaluate.Extremes(3)
+  for i, value in enumerate(scores):
+    if extremes.wants(value):
+      extremes.add(value, i)
+  assert [scores[i] for i in extremes.lowest()] == [0, 0, 1] and [scores[i] for i in extremes.highest()] == [19, 19, 18]
+  assert extremes.lowest()[:2] == [scores.index(0.0), 20] and extremes.highest()[:2] == [scores.index(19.0), 21]
+  assert not extremes.wants(10.0)
+
+
+def test_side_by_side_rounds_floats_like_a_png():
+  blur = np.full((5, 4, 3), 0.5, np.float32)
+  picture = evaluate.side_by_side(blur, np.zeros((5, 4, 3), np.uint8), np.ones((5, 4, 3), np.float32))
+  assert picture.dtype == np.uint8 and picture.shape == (5, 12, 3)
+  assert picture[0, 0, 0] == 128 and picture[0, 4, 0] == 0 and picture[0, 8, 0] == 255
+
+
+def _error_line(run) -> str:
+  assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  (line,) = [l for l in run.stderr.splitlines() if l.startswith("error: ")]
+  return line
+
+
+def test_damaged_checkpoint_is_one_sentence(workdir, tmp_path):
+  copy = tmp_path / "workdir"
+  shutil.copytree(workdir, copy)
+  damaged = [f for f in (copy / "checkpoints" / "4" / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+  assert damaged  # the OCDBT data files of the parameters
+  for f in damaged:
+    f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])
+  line = _error_line(_eval("--workdir", str(copy), "--out", str(tmp_path / "eval")))
+  assert line.startswith(f"error: the checkpoint of step 4 in {copy} is incomplete or corrupt (")
+  assert line.endswith("); pass --checkpoint with another step.")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("unpaired", "blurred images in {test} have no sharp image of the same name"),
+    ("size_mismatch", "Pair size mismatch: {blur} is"),
+    ("corrupt_png", "Cannot read image {blur} ("),
+])
+def test_bad_data_folder_is_one_sentence(workdir, data_root, tmp_path, damage, message):
+  test = tmp_path / "data" / "test"
+  shutil.copytree(data_root / "test", test)
+  blur = sorted((test / "scene0" / "blur").iterdir())[0]
+  sharp = test / "scene0" / "sharp" / blur.name
+  if damage == "unpaired":
+    sharp.unlink()
+  elif damage == "size_mismatch":
+    Image.fromarray(np.asarray(Image.open(sharp))[:-1]).save(sharp)
+  else:
+    blur.write_bytes(blur.read_bytes()[:len(blur.read_bytes()) // 2])
+  line = _error_line(_eval("--workdir", str(workdir), "--data", str(test), "--out", str(tmp_path / "eval")))
+  assert message.format(test=test, blur=blur) in line
+  assert not (tmp_path / "eval").exists()  # nothing written before the data are known to be good
+
+
+def test_unwritable_output_folder_is_one_sentence(workdir, data_root, tmp_path):
+  parent = tmp_path / "read_only"
+  parent.mkdir()
+  parent.chmod(0o500)
+  try:
+    if os.access(parent, os.W_OK):  # root writes anyway; a regular file as parent stops everyone
+      parent = tmp_path / "a_file"
+      parent.write_text("")
+    out = parent / "eval"
+    line = _error_line(_eval("--workdir", str(workdir), "--data", str(data_root / "test"), "--out", str(out)))
+    assert line.startswith(f"error: cannot write to the output folder {out} (")
+    assert line.endswith("); pass --out with a writable folder.")
+  finally:
+    (tmp_path / "read_only").chmod(0o700)
+
+
+def test_tiles_and_ensemble_accept_batches_image_by_image():
+  net = lambda x: x * 0.8 + jnp.mean(x, axis=(1, 2, 3), keepdims=True) / 10  # global per image, like LGCR
+  apply_fn = evaluate._inference_fn(net, ensemble=True, tile=16, overlap=4)
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 20, 24, 3)), jnp.float32)
+  singles = jnp.concatenate([apply_fn(images[i:i + 1]) for i in range(2)])
+  np.testing.assert_array_equal(np.asarray(apply_fn(images)), np.asarray(singles))
+  assert not np.allclose(np.asarray(singles[0]), np.asarray(singles[1]))
