@@ -62,6 +62,13 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
                      f"devices of the mesh; use e.g. --config.batch_size={suggestion}.")
 
 
+def round_up_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh's device count that is at least `global_batch_size` (a Colab TPU v2-8
+  has 8 devices, so the demo's batch of 4 becomes 8)."""
+  devices = mesh.devices.size
+  return max(1, -(-global_batch_size // devices)) * devices
+
+
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles the global, sharded batch from each process's local numpy slice."""
   sharding = batch_sharding(mesh)

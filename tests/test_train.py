@@ -201,7 +201,8 @@ try:
   error = None
 except ValueError as e:
   error = str(e)
-print(json.dumps({{"devices": jax.device_count(), "losses": losses, "error": error}}))
+rounded = [parallel.round_up_batch_size(b, parallel.make_mesh()) for b in (1, 4, 6, 8)]
+print(json.dumps({{"devices": jax.device_count(), "losses": losses, "error": error, "rounded": rounded}}))
 """
 
 
@@ -215,6 +216,7 @@ def test_four_cpu_devices_match_one_device():
   assert result["losses"]["4"] == pytest.approx(result["losses"]["1"], abs=1e-5)
   assert result["error"] == ("config.batch_size=6 must be a positive multiple of the 4 devices of the mesh; "
                              "use e.g. --config.batch_size=8.")
+  assert result["rounded"] == [4, 4, 8, 8]  # round_up_batch_size: the next multiple of the 4 devices
 
 
 def _free_port() -> int:
