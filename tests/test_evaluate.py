@@ -239,3 +239,14 @@ def test_tiles_and_ensemble_accept_batches_image_by_image():
   singles = jnp.concatenate([apply_fn(images[i:i + 1]) for i in range(2)])
   np.testing.assert_array_equal(np.asarray(apply_fn(images)), np.asarray(singles))
   assert not np.allclose(np.asarray(singles[0]), np.asarray(singles[1]))
+
+
+def test_eval_cli_with_ensemble_and_tiles_stays_close_to_the_plain_model(workdir, data_root, tmp_path):
+  runs = {}
+  for name, extra in (("plain", []), ("ensemble_tiled", ["--ensemble", "--tile", "24", "--overlap", "8"])):
+    run = _eval("--workdir", str(workdir), "--data", str(data_root), "--out", str(tmp_path / name), *extra)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+  assert runs["ensemble_tiled"]["ensemble"] is True and runs["ensemble_tiled"]["tile"] == 24
+  assert runs["ensemble_tiled"]["psnr"] != runs["plain"]["psnr"]  # it did run differently
+  assert abs(runs["ensemble_tiled"]["psnr"] - runs["plain"]["psnr"]) < 1.0
