@@ -17,10 +17,10 @@ def get_config():
   config.data.crop_size = 64
   config.data.num_workers = 1  # decoding 256² PNGs is far cheaper than a step; one worker is plenty
   config.batch_size = 4
-  config.num_train_steps = 1000
+  config.num_train_steps = 800
   config.learning_rate = 1e-3
   config.lr_decay_steps = 400
   config.log_every_steps = 50
   config.checkpoint_every_steps = 100
-  config.eval_every_steps = 1000  # once, at the end (eval.py then writes the files)
+  config.eval_every_steps = 800  # once, at the end (eval.py then writes the files)
   return config
