@@ -8,9 +8,13 @@ temporary folder and renamed when complete, so a kill during a save leaves the p
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import pathlib
+import sys
+import time
 from typing import Any
 
 import grain
@@ -106,6 +110,30 @@ def abstract_like(tree: Any) -> Any:
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
   """Only the model parameters of a checkpoint (for evaluation and inference), on the default device."""
   target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)}
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
+  with _failed_reads_settled():
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
   return restored["state"]["params"]
+
+
+@contextlib.contextmanager
+def _failed_reads_settled(quiet_seconds: float = 0.2, most_seconds: float = 5.0):
+  """Runs a restore with `sys.stderr` captured, so that a damaged checkpoint fails with one sentence.
+
+  When one array of a restore fails to read, orbax closes its event loop while tensorstore's other reads are
+  still in flight, and each of those then prints an "Event loop is closed" traceback from its own thread.
+  After a failure they are waited out (until stderr stays quiet for `quiet_seconds`) and dropped; after a
+  success whatever was written is passed on.
+  """
+  captured = io.StringIO()
+  try:
+    with contextlib.redirect_stderr(captured):
+      yield
+  except BaseException:
+    with contextlib.redirect_stderr(captured):
+      deadline, size = time.monotonic() + most_seconds, -1
+      while size != captured.tell() and time.monotonic() < deadline:
+        size = captured.tell()
+        time.sleep(quiet_seconds)
+    raise
+  sys.stderr.write(captured.getvalue())
