@@ -22,6 +22,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.use_dr = True
   config.model.zero_init_tail = True  # the untrained network is the identity (the paper gives no init)
   config.model.global_context = "lgcr"  # LGCR's slot (Table 5/6): "lgcr", "nonlocal", "tgm_trm" or "none"
+  # How the network is computed, on every platform alike (memory and speed; never the parameters or the
+  # results, so a checkpoint resumes under other values). README "Memory" has the measured footprints.
+  config.model.dcn_tile_bytes = 1 << 20  # float32 im2col per tile of each deformable conv; 0 = one tile
+  config.model.remat = False  # recompute each stage in the backward pass instead of keeping its activations
 
   # Data (SPEC §4). The default is the demo set a fresh clone builds in under a minute with
   # `python -m simplenet_jax.data.synthesize --out data/demo`; GoPro is dataset="gopro", root=".../GOPRO_Large".
@@ -51,7 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
   config.grad_clip_norm = 0.0  # 0 = no clipping
-  config.compute_dtype = "float32"  # or "bfloat16": bf16 activations and weights in the step, f32 master weights
+  config.compute_dtype = "float32"  # or "bfloat16": bf16 features and weights; f32 master weights, image, residual add
+  # GPU: compile the step with XLA's --xla_gpu_deterministic_ops (the DCN backward's scatter-add is otherwise
+  # atomic, so gradients differ in their last bits between runs); slower. Other platforms ignore it.
+  config.deterministic = False
 
   # Bookkeeping.
   config.log_every_steps = 100

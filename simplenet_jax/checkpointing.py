@@ -23,6 +23,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from simplenet_jax.models.simplenet import EXECUTION_FIELDS
+
 CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "psnr"
 
@@ -66,8 +68,8 @@ def saved_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
 
 def check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict, workdir) -> None:
   """Refuses to resume a checkpoint of another network: one sentence naming the differing fields."""
-  current = json.loads(config.model.to_json())
-  before = saved.get("model", {})
+  current = {k: v for k, v in json.loads(config.model.to_json()).items() if k not in EXECUTION_FIELDS}
+  before = {k: v for k, v in saved.get("model", {}).items() if k not in EXECUTION_FIELDS}
   differing = sorted(k for k in set(current) | set(before)
                      if _normalise(current.get(k)) != _normalise(before.get(k)))
   if differing:

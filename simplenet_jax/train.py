@@ -83,9 +83,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
   in the metrics, which the host checks), so a checkpoint never holds NaNs."""
 
   def loss_fn(params):
-    # bf16 compute: cast weights and inputs; the master weights and the loss stay float32.
+    # bf16 compute: bf16 weights and features; the master weights, the image, the global residual add and
+    # the loss stay float32 (`SimpleNet.__call__`).
     model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(compute_dtype), params))
-    pred = model(batch["blur"].astype(compute_dtype)).astype(jnp.float32)
+    pred = model(batch["blur"], compute_dtype=compute_dtype)
     return jnp.mean(jnp.abs(pred - batch["sharp"])), pred
 
   (loss, pred), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -103,6 +104,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
   return new_state, metrics
 
 
+def step_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """XLA options of the training step: `config.deterministic` asks GPUs for run-to-run identical results
+  (scatter-adds without atomics); other platforms ignore the option."""
+  return {"xla_gpu_deterministic_ops": True} if config.deterministic else None
+
+
 def validate_training_config(config: ml_collections.ConfigDict) -> None:
   """One ValueError sentence for a training field that cannot work (the model fields: `SimpleNet`)."""
   positive_ints = ("batch_size", "num_train_steps", "lr_decay_steps", "log_every_steps",
@@ -115,6 +122,8 @@ def validate_training_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.learning_rate must be positive, got {config.learning_rate!r}.")
   if not 0 < config.lr_decay_rate <= 1:
     raise ValueError(f"config.lr_decay_rate must be in (0, 1], got {config.lr_decay_rate!r}.")
+  if not isinstance(config.deterministic, bool):
+    raise ValueError(f"config.deterministic must be True or False, got {config.deterministic!r}.")
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"config.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got "
                      f"{config.compute_dtype!r}.")
@@ -216,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       functools.partial(train_step, graphdef=graphdef, tx=tx, learning_rate_fn=learning_rate_schedule(config),
                         compute_dtype=COMPUTE_DTYPES[config.compute_dtype]),
       in_shardings=(replicated, parallel.batch_sharding(mesh)), out_shardings=(replicated, replicated),
-      donate_argnums=(0,))
+      donate_argnums=(0,), compiler_options=step_compiler_options(config))
   apply_fn = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image),
                      in_shardings=(replicated, replicated), out_shardings=replicated)
   report_progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)

@@ -201,26 +201,21 @@ TILED_CASES = [
 ]
 
 
-def _force_tile_rows(monkeypatch, rows: int, args) -> None:
-  """Makes deform_conv2d use `rows` output rows per tile (on any backend) for inputs like `args`."""
-  x, _, _, kernel = args
-  row_bytes = 4 * x.shape[0] * x.shape[2] * kernel.shape[0] * kernel.shape[1] * x.shape[3]
-  monkeypatch.setattr(deform_conv, "CPU_TILE_BYTES", rows * row_bytes)
-  monkeypatch.setattr(deform_conv.jax, "default_backend", lambda: "cpu")
-
-
 @pytest.mark.parametrize("case", TILED_CASES)
-def test_tiled_forward_and_vjp_match_autodiff_reference_float64(case, monkeypatch):
+def test_tiled_forward_and_vjp_match_autodiff_reference_float64(case):
   """Whole vector-Jacobian products (not just directions) of all four inputs, with several tiles and a
   padded last tile, against autodiff of the simple implementation."""
   *shape, stride, padding, dilation, scale, masked, rows = case
   rng = np.random.default_rng(sum(shape) + rows)
   args = _inputs(rng, *shape, stride, padding, dilation, scale, masked)
-  _force_tile_rows(monkeypatch, rows, args)
   geometry = dict(stride=stride, padding=padding, dilation=dilation)
+  out_hw = tuple(deform_conv.output_size(args[0].shape[i], 3, stride, padding, dilation) for i in (1, 2))
+  row_bytes = 4 * args[0].shape[0] * out_hw[1] * 9 * args[0].shape[3]
+  tile_bytes = rows * row_bytes
+  assert deform_conv.tile_rows(args[0].shape[0], args[0].shape[3], (3, 3), out_hw, tile_bytes)[0] == rows
   with jax.enable_x64(True):
     jargs = [None if a is None else jnp.asarray(a) for a in args]
-    out, vjp = jax.vjp(lambda *a: deform_conv2d(*a, **geometry), *jargs)
+    out, vjp = jax.vjp(lambda *a: deform_conv2d(*a, **geometry, tile_bytes=tile_bytes), *jargs)
     want, vjp_ref = jax.vjp(lambda *a: deform_conv2d_reference(*a, **geometry), *jargs)
     cotangent = jnp.asarray(rng.normal(size=out.shape))
     grads, grads_ref = vjp(cotangent), vjp_ref(cotangent)
@@ -236,14 +231,26 @@ def test_tiled_forward_and_vjp_match_autodiff_reference_float64(case, monkeypatc
                                err_msg=f"gradient of {name}")
 
 
-def test_tiles_cover_the_output_with_less_than_a_row_of_padding_each(monkeypatch):
-  x = jnp.zeros((2, 10, 7, 6))
-  kernel = jnp.zeros((3, 3, 6, 2))
-  _force_tile_rows(monkeypatch, 3, (x, None, None, kernel))
-  rows, tiles = deform_conv._tile_rows(x, kernel, (10, 7))
-  assert (rows, tiles) == (3, 4)
-  monkeypatch.setattr(deform_conv.jax, "default_backend", lambda: "gpu")
-  assert deform_conv._tile_rows(x, kernel, (10, 7)) == (10, 1)  # accelerators: plain im2col, one tile
+def test_tiles_cover_the_output_with_less_than_a_row_of_padding_each():
+  row_bytes = 4 * 2 * 7 * 9 * 6  # float32 im2col of one output row: N · Wo · kh·kw · Cin
+  assert deform_conv.tile_rows(2, 6, (3, 3), (10, 7), 3 * row_bytes) == (3, 4)  # the last tile padded by 2
+  assert deform_conv.tile_rows(2, 6, (3, 3), (10, 7), 3 * row_bytes + row_bytes - 1) == (3, 4)
+  assert deform_conv.tile_rows(2, 6, (3, 3), (10, 7), 1) == (1, 10)  # never less than a row
+  assert deform_conv.tile_rows(2, 6, (3, 3), (10, 7), 0) == (10, 1)  # 0: one tile, plain im2col
+  assert deform_conv.tile_rows(2, 6, (3, 3), (10, 7), 10 ** 9) == (10, 1)
+
+
+def test_tiling_does_not_depend_on_the_tracing_platform(monkeypatch):
+  """What compiles here is what an accelerator gets: the lowered program is the same whatever backend
+  JAX reports while tracing."""
+  x = jnp.zeros((1, 12, 9, 4))
+  offset, mask, kernel = jnp.zeros((1, 12, 9, 18)), jnp.ones((1, 12, 9, 9)), jnp.zeros((3, 3, 4, 2))
+  texts = []
+  for backend in ("cpu", "gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    fn = jax.jit(lambda *a: deform_conv2d(*a, tile_bytes=4 * 9 * 9 * 4 * 5))  # traced afresh each time
+    texts.append(fn.lower(x, offset, mask, kernel).as_text())
+  assert "while" in texts[0] and texts[0] == texts[1] == texts[2]
 
 
 def test_nan_offset_stays_in_bounds_and_shows_in_the_output():

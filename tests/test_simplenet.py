@@ -114,3 +114,54 @@ def test_bad_model_config_is_one_clear_sentence(field, value, message):
   with pytest.raises(ValueError) as info:
     SimpleNet.from_config(model_config, rngs=nnx.Rngs(0))
   assert message in str(info.value)
+
+
+def _small_residual_model(scale: float = 0.02) -> SimpleNet:
+  """A tiny model with a random tail scaled so that its residual is about `scale` (a trained model's is
+  small too): bf16 then rounds the residual by ~scale/256, far below an 8-bit level."""
+  model = SimpleNet(**TINY, zero_init_tail=False, rngs=nnx.Rngs(3))
+  model.tail.kernel[...] = model.tail.kernel[...] * scale
+  return model
+
+
+def _bf16(model: SimpleNet) -> SimpleNet:
+  graphdef, params = nnx.split(model)
+  return nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+
+
+def test_bfloat16_compute_rounds_the_residual_not_the_image():
+  """bf16 features, float32 image and global residual add: the output stays within a fraction of an 8-bit
+  level of float32's. Were the image or the add bf16, values in [0.5, 1) would round by up to 2⁻⁹ ≈ 1/2
+  level (the bound below fails by 2×)."""
+  model = _small_residual_model()
+  image = jnp.asarray(np.random.default_rng(4).uniform(size=(2, 36, 44, 3)), jnp.float32)
+  want = nnx.jit(lambda m, x: m(x))(model, image)
+  got = nnx.jit(lambda m, x: m(x, compute_dtype=jnp.bfloat16))(_bf16(model), image)
+  assert got.dtype == jnp.float32
+  residual = float(jnp.abs(want - image).max())
+  error = float(jnp.abs(got - want).max())
+  assert 0.005 < residual < 0.1, residual  # the network does change the image
+  print(f"residual {residual:.4f}, bf16 error {error:.2e}")
+  assert 0 < error < 1e-3, (error, residual)
+
+
+def test_remat_and_tile_size_change_neither_outputs_nor_gradients():
+  image = jnp.asarray(np.random.default_rng(6).uniform(size=(2, 20, 28, 3)), jnp.float32)
+
+  def output_and_grads(**execution):
+    model = SimpleNet(**TINY, zero_init_tail=False, **execution, rngs=nnx.Rngs(5))
+    graphdef, params = nnx.split(model)
+
+    def loss(p):
+      out = nnx.merge(graphdef, p)(image)
+      return jnp.mean(out ** 2), out
+
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return out, jax.tree.leaves(grads)
+
+  want, want_grads = output_and_grads()
+  for execution in (dict(remat=True, dcn_tile_bytes=0),):
+    got, grads = output_and_grads(**execution)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, err_msg=str(execution))
+    for g, w in zip(grads, want_grads):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-6, err_msg=str(execution))

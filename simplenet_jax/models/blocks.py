@@ -14,6 +14,7 @@ from flax import nnx
 
 from simplenet_jax.ops import deform_conv2d
 from simplenet_jax.ops import global_context
+from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
 
 
 def conv3x3(in_features: int, out_features: int, *, rngs: nnx.Rngs, stride: int = 1,
@@ -48,11 +49,14 @@ class DeformConv(nnx.Module):
 
   The offsets (2·G·9 channels, torchvision layout) and the mask (G·9 channels, sigmoid) are predicted by
   3×3 convolutions of the layer's own input. Both are zero-initialised, so an untrained DeformConv is a
-  plain 3×3 conv whose every tap is weighted by sigmoid(0) = 0.5.
+  plain 3×3 conv whose every tap is weighted by sigmoid(0) = 0.5. ``tile_bytes`` bounds the im2col of
+  `ops.deform_conv2d` (an execution choice: it changes memory and speed, never the parameters or results).
   """
 
-  def __init__(self, in_features: int, out_features: int, *, groups: int = 1, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, out_features: int, *, groups: int = 1,
+               tile_bytes: int = DEFAULT_TILE_BYTES, rngs: nnx.Rngs):
     taps = 9
+    self.tile_bytes = tile_bytes
     zeros = nnx.initializers.zeros_init()
     self.offset_conv = nnx.Conv(in_features, 2 * groups * taps, (3, 3), padding=((1, 1),) * 2,
                                 kernel_init=zeros, rngs=rngs)
@@ -64,7 +68,7 @@ class DeformConv(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     offset = self.offset_conv(x)
     mask = jax.nn.sigmoid(self.mask_conv(x))
-    return deform_conv2d(x, offset, mask, self.kernel[...], padding=1) + self.bias[...]
+    return deform_conv2d(x, offset, mask, self.kernel[...], padding=1, tile_bytes=self.tile_bytes) + self.bias[...]
 
 
 class PVB(nnx.Module):
@@ -74,12 +78,13 @@ class PVB(nnx.Module):
   (DeformConv); a DeformConv fuses their concatenation into a residual.
   """
 
-  def __init__(self, channels: int, *, deform_groups: int = 1, rngs: nnx.Rngs):
+  def __init__(self, channels: int, *, deform_groups: int = 1, tile_bytes: int = DEFAULT_TILE_BYTES,
+               rngs: nnx.Rngs):
     self.dilated1 = conv3x3(channels, channels, dilation=1, rngs=rngs)
     self.dilated2 = conv3x3(channels, channels, dilation=2, rngs=rngs)
     self.dilated3 = conv3x3(channels, channels, dilation=3, rngs=rngs)
-    self.deform = DeformConv(channels, channels, groups=deform_groups, rngs=rngs)
-    self.fuse = DeformConv(4 * channels, channels, groups=deform_groups, rngs=rngs)
+    self.deform = DeformConv(channels, channels, groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
+    self.fuse = DeformConv(4 * channels, channels, groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     # eq. 6: Feat_c = Concat(ReLU(Conv_d1), ReLU(Conv_d2), ReLU(Conv_d3), DeformConv) — the "+" read as ","
@@ -96,8 +101,9 @@ class PVB(nnx.Module):
 class DeformableResBlock(nnx.Module):
   """Deformable ResBlock, DR (Li et al. 2021, Sec. 3.3, eq. 9): Conv2D(ReLU(DeformConv(I))) + I."""
 
-  def __init__(self, channels: int, *, deform_groups: int = 1, rngs: nnx.Rngs):
-    self.deform = DeformConv(channels, channels, groups=deform_groups, rngs=rngs)
+  def __init__(self, channels: int, *, deform_groups: int = 1, tile_bytes: int = DEFAULT_TILE_BYTES,
+               rngs: nnx.Rngs):
+    self.deform = DeformConv(channels, channels, groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
     self.conv = conv3x3(channels, channels, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:

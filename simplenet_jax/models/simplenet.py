@@ -24,6 +24,7 @@ from simplenet_jax.models.blocks import conv3x3
 from simplenet_jax.models.blocks import up_conv4x4
 from simplenet_jax.models.global_context import GLOBAL_CONTEXT_OPTIONS
 from simplenet_jax.models.global_context import global_context_block
+from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
 
 # The fields of `config.model`, with their defaults (configs/default.py sets the same values).
 MODEL_DEFAULTS: dict[str, Any] = dict(
@@ -36,7 +37,12 @@ MODEL_DEFAULTS: dict[str, Any] = dict(
     use_dr=True,
     zero_init_tail=True,
     global_context="lgcr",
+    dcn_tile_bytes=DEFAULT_TILE_BYTES,
+    remat=False,
 )
+# Fields that change how the network is computed (memory, speed), never its parameters or its outputs: a
+# checkpoint resumes or evaluates under any value of them.
+EXECUTION_FIELDS = ("dcn_tile_bytes", "remat")
 SIZE_MULTIPLE = 4  # two stride-2 down-samplings must round-trip through the two ×2 up-samplings
 
 
@@ -44,14 +50,15 @@ class Stage(nnx.Module):
   """One scale of Fig. 2: ResBlock → PVB (encoder), or ResBlock → PVB → DR (decoder)."""
 
   def __init__(self, channels: int, *, decoder: bool, deform_groups: int, use_pvb: bool, use_dr: bool,
-               rngs: nnx.Rngs):
+               tile_bytes: int, rngs: nnx.Rngs):
+    deform = dict(deform_groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
     self.resblock = ResBlock(channels, rngs=rngs)
     # An ablated block is a vanilla ResBlock in the same place (Table 3).
-    self.pvb = PVB(channels, deform_groups=deform_groups, rngs=rngs) if use_pvb else ResBlock(channels, rngs=rngs)
+    self.pvb = PVB(channels, **deform) if use_pvb else ResBlock(channels, rngs=rngs)
     if not decoder:
       self.dr = None
     elif use_dr:
-      self.dr = DeformableResBlock(channels, deform_groups=deform_groups, rngs=rngs)
+      self.dr = DeformableResBlock(channels, **deform)
     else:
       self.dr = ResBlock(channels, rngs=rngs)
 
@@ -73,14 +80,19 @@ class SimpleNet(nnx.Module):
     zero_init_tail: start the tail conv at zero, so the untrained network is the identity.
     global_context: the module in LGCR's slot (Table 5/6): "lgcr", "nonlocal", "tgm_trm" or "none"
       (`models/global_context.py`).
+    dcn_tile_bytes: im2col bytes per tile of every deformable conv (`ops.deform_conv2d`'s `tile_bytes`).
+    remat: recompute each stage's activations in the backward pass instead of keeping them (`nnx.remat`).
+    The last two change memory and speed, never the parameters or the outputs (`EXECUTION_FIELDS`).
   """
 
   def __init__(self, widths: Sequence[int] = (32, 64, 128), *, deform_groups: int = 1, lgcr_rank: int = 64,
                lgcr_softmax_axes: str = "chw", use_pvb: bool = True, use_lgcr: bool = True,
                use_dr: bool = True, zero_init_tail: bool = True, global_context: str = "lgcr",
-               rngs: nnx.Rngs):
+               dcn_tile_bytes: int = DEFAULT_TILE_BYTES, remat: bool = False, rngs: nnx.Rngs):
     c1, c2, c3 = widths
-    stage = dict(deform_groups=deform_groups, use_pvb=use_pvb, use_dr=use_dr, rngs=rngs)
+    self.remat = remat
+    stage = dict(deform_groups=deform_groups, use_pvb=use_pvb, use_dr=use_dr, tile_bytes=dcn_tile_bytes,
+                 rngs=rngs)
     self.head = conv3x3(3, c1, rngs=rngs)
     self.encoder1 = Stage(c1, decoder=False, **stage)
     self.down1 = conv3x3(c1, c2, stride=2, rngs=rngs)
@@ -101,16 +113,26 @@ class SimpleNet(nnx.Module):
       # after the first step.
       self.tail.kernel[...] = jnp.zeros_like(self.tail.kernel[...])
 
-  def __call__(self, image: jax.Array) -> jax.Array:
+  def __call__(self, image: jax.Array, *, compute_dtype: Any = None) -> jax.Array:
+    """`compute_dtype` (e.g. bfloat16, with the weights cast to it by the caller) is the dtype of the
+    features; the image and the global residual add stay in the image's dtype, so that bf16 rounds the
+    predicted residual, not the input and the output (bf16 spacing is 1/256 near 1, an 8-bit level)."""
     check_input(image)
     relu = jax.nn.relu
-    skip1 = self.encoder1(relu(self.head(image)))
-    skip2 = self.encoder2(relu(self.down1(skip1)))
-    x = self.encoder3(relu(self.down2(skip2)))
-    x = self.decoder3(self.lgcr(x))
-    x = self.decoder2(relu(self.up2(x)) + skip2)
-    x = self.decoder1(relu(self.up1(x)) + skip1)
-    return image + self.tail(x)
+    stage = self._stage
+    x = image if compute_dtype is None else image.astype(compute_dtype)
+    skip1 = stage(self.encoder1, relu(self.head(x)))
+    skip2 = stage(self.encoder2, relu(self.down1(skip1)))
+    x = stage(self.encoder3, relu(self.down2(skip2)))
+    x = stage(self.decoder3, self.lgcr(x))
+    x = stage(self.decoder2, relu(self.up2(x)) + skip2)
+    x = stage(self.decoder1, relu(self.up1(x)) + skip1)
+    return image + self.tail(x).astype(image.dtype)
+
+  def _stage(self, stage: Stage, x: jax.Array) -> jax.Array:
+    if self.remat:  # keep only the stage's input for the backward pass; recompute the rest there
+      return nnx.remat(lambda module, features: module(features))(stage, x)
+    return stage(x)
 
   @classmethod
   def from_config(cls, model_config: Mapping[str, Any], *, rngs: nnx.Rngs) -> "SimpleNet":
@@ -150,7 +172,10 @@ def validate_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if kwargs["lgcr_softmax_axes"] not in ("chw", "c"):
     raise ValueError(f'config.model.lgcr_softmax_axes must be "chw" or "c", got '
                      f'{kwargs["lgcr_softmax_axes"]!r}.')
-  for flag in ("use_pvb", "use_lgcr", "use_dr", "zero_init_tail"):
+  tile_bytes = kwargs["dcn_tile_bytes"]
+  if not isinstance(tile_bytes, int) or isinstance(tile_bytes, bool) or tile_bytes < 0:
+    raise ValueError(f"config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got {tile_bytes!r}.")
+  for flag in ("use_pvb", "use_lgcr", "use_dr", "zero_init_tail", "remat"):
     if not isinstance(kwargs[flag], bool):
       raise ValueError(f"config.model.{flag} must be True or False, got {kwargs[flag]!r}.")
   if kwargs["global_context"] not in GLOBAL_CONTEXT_OPTIONS:

@@ -19,11 +19,14 @@ gather-then-autodiff version is kept as ``ops/deform_conv_reference.py``):
    other three neighbours are at fixed steps and every index is in bounds — the fractions ``ly, lx``, the
    mask and the four bilinear weights × mask. XLA would otherwise fuse this index arithmetic into every
    consumer and redo it for each of the Cin channels (that alone made the first custom VJP 3× slower).
-2. **Tiles of output rows, about 1 MiB of im2col each (CPU).** Each tile builds its columns by four row
-   gathers (fused into one loop with the weights) and multiplies them by the kernel as one
-   ``[rows, kh·kw·Cin] × [kh·kw·Cin, Cout]`` matmul. Tiles keep every temporary in cache and avoid the
-   page faults of fresh, large buffers on every call, which cost more than the arithmetic on this machine
-   (a 75 MB temporary costs ~40 ms to fault in). On GPU/TPU there is a single tile: plain im2col + matmul.
+2. **Tiles of output rows, ``tile_bytes`` of float32 im2col each.** Each tile builds its columns by four
+   row gathers (fused into one loop with the weights) and multiplies them by the kernel as one
+   ``[rows, kh·kw·Cin] × [kh·kw·Cin, Cout]`` matmul. The tile size depends only on the shapes and the byte
+   budget, never on the machine that traces the program, so what compiles on a CPU is what a GPU or TPU
+   gets. The budget bounds memory everywhere: a single tile (plain im2col + matmul) of the paper's PVB fuse
+   layer is 4.2 GB at 720p. On CPU, small tiles are also fast: they keep every temporary in cache and
+   avoid the page faults of fresh, large buffers on every call, which cost more than the arithmetic
+   (a 75 MB temporary costs ~40 ms to fault in).
 3. **A custom VJP** that re-gathers the four neighbours of a tile once and reuses them for everything:
    the kernel gradient ``colsᵀ·g`` and the column gradient ``g·Wᵀ`` are matmuls; the mask and offset
    gradients are four per-sample dot products ``S_j = ⟨x(corner j), ∂cols⟩`` combined with the bilinear
@@ -58,9 +61,10 @@ IntPair = int | Sequence[int]
 # Zero border around the image: a sample outside (-1, H) × (-1, W) is moved to (-2, -2), whose four
 # neighbours then all lie in the border; samples inside have neighbours in [-1, H] × [-1, W].
 _BORDER = 2
-# CPU tiles: about this many bytes of float32 im2col per tile (a sweep of 128 KiB … 16 MiB put the
-# backward pass's optimum at 0.5–1 MiB on the 2-core benchmark machine, 3–9× faster than 16 MiB).
-CPU_TILE_BYTES = 1 << 20
+# About this many bytes of float32 im2col per tile, on every platform (`deform_conv2d`'s `tile_bytes`,
+# `config.model.dcn_tile_bytes`). A sweep of 128 KiB … 16 MiB put the CPU backward pass's optimum at
+# 0.5–1 MiB on the 2-core benchmark machine, 3–9× faster than 16 MiB.
+DEFAULT_TILE_BYTES = 1 << 20
 _IN_BOUNDS = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 
 
@@ -222,7 +226,7 @@ def _image_rows(x: jax.Array, geo: _Geometry) -> jax.Array:
 
 
 def _over_tiles(body: Callable[[Any, Any], Any], carry: Any, geo: _Geometry) -> Any:
-  """``body(t, carry)`` for every tile t: a loop on CPU, one call when there is one tile."""
+  """``body(t, carry)`` for every tile t: a loop, or one call when there is one tile."""
   if geo.tiles == 1:
     return body(0, carry)
   return lax.fori_loop(0, geo.tiles, body, carry)
@@ -323,13 +327,15 @@ def _deform_conv_backward(geo: _Geometry, residuals, grad_out):
 _deform_conv.defvjp(_deform_conv_forward, _deform_conv_backward)
 
 
-def _tile_rows(x: jax.Array, kernel: jax.Array, out_hw: tuple[int, int]) -> tuple[int, int]:
-  """(rows per tile, tiles): ~CPU_TILE_BYTES of float32 im2col per tile on CPU, one tile elsewhere."""
+def tile_rows(batch: int, cin: int, kernel_hw: tuple[int, int], out_hw: tuple[int, int],
+              tile_bytes: int) -> tuple[int, int]:
+  """(output rows per tile, tiles) for about `tile_bytes` of float32 im2col per tile (at least one row;
+  `tile_bytes` 0 = a single tile). Shapes and budget only: the same answer on every platform."""
   ho, wo = out_hw
-  if jax.default_backend() != "cpu":
+  if tile_bytes <= 0:
     return ho, 1
-  row_bytes = 4 * x.shape[0] * wo * kernel.shape[0] * kernel.shape[1] * x.shape[-1]
-  rows = max(1, min(ho, CPU_TILE_BYTES // row_bytes))
+  row_bytes = 4 * batch * wo * kernel_hw[0] * kernel_hw[1] * cin
+  rows = max(1, min(ho, tile_bytes // row_bytes))
   tiles = math.ceil(ho / rows)
   return math.ceil(ho / tiles), tiles  # balanced, so that padding adds less than one row per tile
 
@@ -343,6 +349,7 @@ def deform_conv2d(
     stride: IntPair = 1,
     padding: IntPair = 1,
     dilation: IntPair = 1,
+    tile_bytes: int = DEFAULT_TILE_BYTES,
 ) -> jax.Array:
   """Modulated deformable convolution, ``y[p] = Σ_k w_k · m_k · x(p·s − pad + k·d + Δp_k)`` (DCNv2 eq. 3).
 
@@ -357,6 +364,8 @@ def deform_conv2d(
     mask: ``[N, Ho, Wo, G·kh·kw]`` modulation scalars, or ``None`` for DCNv1 (all ones).
     kernel: ``[kh, kw, Cin, Cout]`` weights.
     stride, padding, dilation: ints or (row, column) pairs, as in a regular convolution.
+    tile_bytes: float32 im2col bytes per tile of output rows (module docstring, step 2); it bounds the
+      temporaries of forward and backward. 0 = one tile (plain im2col + matmul).
 
   Returns:
     ``[N, Ho, Wo, Cout]``.
@@ -368,7 +377,8 @@ def deform_conv2d(
   ho = output_size(x.shape[1], kh, sh, ph, dh) if x.ndim == 4 else 0
   wo = output_size(x.shape[2], kw, sw, pw, dw) if x.ndim == 4 else 0
   groups = check_shapes(x, offset, mask, kernel, (ho, wo))
-  tile_rows, tiles = _tile_rows(x, kernel, (ho, wo))
-  geo = _Geometry(tuple(x.shape[1:3]), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw), groups,
-                  tile_rows, tiles)
+  if not isinstance(tile_bytes, int) or tile_bytes < 0:
+    raise ValueError(f"deform_conv2d: tile_bytes must be a non-negative int, got {tile_bytes!r}.")
+  rows, tiles = tile_rows(x.shape[0], x.shape[-1], (kh, kw), (ho, wo), tile_bytes)
+  geo = _Geometry(tuple(x.shape[1:3]), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw), groups, rows, tiles)
   return _deform_conv(x, offset, mask, kernel, geo)
