@@ -86,14 +86,9 @@ def write_json(path: str | None, payload: dict) -> None:
 
 def print_table(title: str, columns: list[tuple[str, str, str]], rows: list[dict]) -> None:
   """Prints rows as a table; columns are (header, key, format), a missing value prints as "–"."""
+  cells = [["–" if row.get(key) is None else format(row[key], fmt) for _, key, fmt in columns] for row in rows]
+  widths = [max([len(header), 9] + [len(line[i]) for line in cells]) + 2 for i, (header, _, _) in enumerate(columns)]
   print(title)
-  widths = [max(len(header), 9) + 2 for header, _, _ in columns]
-  print("".join(f"{header:>{w}}" if i else f"{header:<{w + 6}}"
-                for i, ((header, _, _), w) in enumerate(zip(columns, widths))))
-  for row in rows:
-    cells = []
-    for i, ((_, key, fmt), w) in enumerate(zip(columns, widths)):
-      value = row.get(key)
-      text = "–" if value is None else format(value, fmt)
-      cells.append(f"{text:>{w}}" if i else f"{text:<{w + 6}}")
-    print("".join(cells))
+  print("".join(f"{header:>{w}}" if i else f"{header:<{w}}" for i, ((header, _, _), w) in enumerate(zip(columns, widths))))
+  for line in cells:
+    print("".join(f"{text:>{w}}" if i else f"{text:<{w}}" for i, (text, w) in enumerate(zip(line, widths))))
