@@ -89,6 +89,7 @@ def print_table(title: str, columns: list[tuple[str, str, str]], rows: list[dict
   cells = [["–" if row.get(key) is None else format(row[key], fmt) for _, key, fmt in columns] for row in rows]
   widths = [max([len(header), 9] + [len(line[i]) for line in cells]) + 2 for i, (header, _, _) in enumerate(columns)]
   print(title)
-  print("".join(f"{header:>{w}}" if i else f"{header:<{w}}" for i, ((header, _, _), w) in enumerate(zip(columns, widths))))
+  headers = [header for header, _, _ in columns]
+  print("".join(f"{text:>{w}}" if i else f"{text:<{w}}" for i, (text, w) in enumerate(zip(headers, widths))))
   for line in cells:
     print("".join(f"{text:>{w}}" if i else f"{text:<{w}}" for i, (text, w) in enumerate(zip(line, widths))))

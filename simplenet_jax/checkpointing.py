@@ -119,13 +119,13 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
 
 
 @contextlib.contextmanager
-def _failed_reads_settled(quiet_seconds: float = 0.2, most_seconds: float = 5.0):
+def _failed_reads_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0):
   """Runs a restore with `sys.stderr` captured, so that a damaged checkpoint fails with one sentence.
 
   When one array of a restore fails to read, orbax closes its event loop while tensorstore's other reads are
   still in flight, and each of those then prints an "Event loop is closed" traceback from its own thread.
   After a failure they are waited out (until stderr stays quiet for `quiet_seconds`) and dropped; after a
-  success whatever was written is passed on.
+  success whatever was written is passed on. (0.2 s of quiet was too short on a busy 2-core machine.)
   """
   captured = io.StringIO()
   try:

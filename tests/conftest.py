@@ -1,5 +1,6 @@
 """Shared test settings and fixtures: the repository root on sys.path (for `configs`), tiny data sets."""
 
+import os
 import pathlib
 import sys
 
@@ -12,6 +13,16 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
+
+# One persistent XLA compilation cache for every test process and the CLIs they start (JAX reads these
+# variables): the smoke model's programs are compiled once per suite instead of once per test.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/simplenet_jax/xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+import jax  # noqa: E402  (after the variables, which it reads on import; set again in case it was imported)
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 def write_pairs(root: pathlib.Path, split: str, count: int, size: tuple[int, int], seed: int) -> None:

@@ -157,7 +157,6 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoin
     ("batch_size", 0, "config.batch_size must be a positive integer, got 0."),
     ("compute_dtype", "float16", "config.compute_dtype must be one of ['bfloat16', 'float32']"),
     ("lr_decay_rate", 1.5, "config.lr_decay_rate must be in (0, 1], got 1.5."),
-    ("deterministic", "yes", "config.deterministic must be True or False, got 'yes'."),
     ("model.dcn_tile_bytes", -1, "config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got -1."),
 ])
 def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, message):
