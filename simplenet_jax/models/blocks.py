@@ -68,7 +68,8 @@ class DeformConv(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     offset = self.offset_conv(x)
     mask = jax.nn.sigmoid(self.mask_conv(x))
-    return deform_conv2d(x, offset, mask, self.kernel[...], padding=1, tile_bytes=self.tile_bytes) + self.bias[...]
+    out = deform_conv2d(x, offset, mask, self.kernel[...], padding=1, tile_bytes=self.tile_bytes)
+    return out + self.bias[...]
 
 
 class PVB(nnx.Module):
