@@ -27,12 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dcn_tile_bytes = 1 << 20  # float32 im2col per tile of each deformable conv; 0 = one tile
   config.model.remat = False  # recompute each stage in the backward pass instead of keeping its activations
 
-  # Data (SPEC §4). The default is the demo set a fresh clone builds in under a minute with
+  # Data (SPEC §4). The default is the demo set a fresh clone makes in under a minute with
   # `python -m simplenet_jax.data.synthesize --out data/demo`; GoPro is dataset="gopro", root=".../GOPRO_Large".
+  # Training and evaluation read the TFDS build of it (`python -m simplenet_jax.data.prepare`, see README).
   config.data = ml_collections.ConfigDict()
-  config.data.dataset = "folder"  # layout of root: "gopro", "realblur_j", or "folder" (any GoPro-layout folder)
-  config.data.root = "data/demo"  # the data set in its published layout
-  config.data.shards_dir = ""  # ArrayRecord shards from `python -m simplenet_jax.data.prepare`; read instead of root
+  config.data.dataset = "folder"  # builder: "gopro", "realblur_j", or "folder" (any GoPro-layout folder)
+  config.data.root = "data/demo"  # the data set in its published layout (the builder's manual_dir)
+  config.data.tfds_dir = ""  # TFDS data folder of the build ("" = <root>_tfds); a gs:// path on TPU VMs
+  config.data.storage = "tiles"  # records: "tiles" (256², crops from whole frames), "subimages" or "frames"
   config.data.blur_kind = "blur"  # GoPro input: linear-light "blur" or "blur_gamma"; never mix them (SPEC §4)
   config.data.train_split = "train"
   config.data.eval_split = "test"

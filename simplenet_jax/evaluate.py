@@ -30,6 +30,7 @@ from simplenet_jax import checkpointing
 from simplenet_jax import inference
 from simplenet_jax import metrics
 from simplenet_jax.data import pipeline
+from simplenet_jax.data import prepare
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
@@ -85,13 +86,14 @@ def same_shape_batches(pairs: Iterable[dict], batch_size: int) -> Iterator[list[
 
 
 def deblur_batch(apply_fn: ApplyFn, blurs: list[np.ndarray], batch_size: int) -> np.ndarray:
-  """uint8 outputs of same-sized [0, 1] images, as a saved PNG would hold them.
+  """uint8 outputs of same-sized uint8 (or [0, 1]) images, as a saved PNG would hold them; uint8 goes to the
+  device as it is.
 
   A short batch (the end of a run of one size) is filled up with copies of its last image, so that the
   network sees one shape per image size and compiles once for it.
   """
   filled = np.stack(list(blurs) + [blurs[-1]] * (batch_size - len(blurs)))
-  return np.asarray(metrics.to_uint8(deblur(apply_fn, jnp.asarray(filled))))[:len(blurs)]
+  return np.asarray(metrics.to_uint8(deblur(apply_fn, metrics.to_float(filled))))[:len(blurs)]
 
 
 @functools.partial(jax.jit, static_argnames="conventions")
@@ -119,7 +121,7 @@ def score(names: list[str], blur: np.ndarray, output: np.ndarray, sharp: np.ndar
 def evaluate_pairs(apply_fn: ApplyFn, pairs: Iterable[dict], conventions=metrics.CONVENTIONS,
                    on_image: Callable[[dict, np.ndarray, ImageResult], None] | None = None, *,
                    batch_size: int = 1) -> list[ImageResult]:
-  """Deblurs every pair ``{"blur", "sharp": float32 [H, W, 3] in [0, 1], "name"}`` and scores it.
+  """Deblurs every pair ``{"blur", "sharp": uint8 [H, W, 3] (or [0, 1] floats), "name"}`` and scores it.
 
   Consecutive pairs of the same size go through the network `batch_size` at a time (the results equal one
   at a time; an image's `seconds` is its batch's time over the batch's length). The pairs come from 8-bit
@@ -255,16 +257,17 @@ def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = Non
   config, network, step = load_model(workdir, checkpoint)
   apply_fn = _inference_fn(network, ensemble=ensemble, tile=tile, overlap=overlap)
   data = config.data
-  if data_root is not None:
-    data.root, data.shards_dir = _test_root(data_root), ""
-    data.dataset = dataset or "folder"
+  if data_root is not None:  # a folder of pairs: built (once, beside it) and read like any data set
+    data.root, data.tfds_dir, data.dataset = _test_root(data_root), "", dataset or "folder"
+    prepare.build(data.dataset, data.root, blur_kind=data.blur_kind, storage=data.storage)
   elif dataset is not None:
     data.dataset = dataset
   out = pathlib.Path(out) if out is not None else pathlib.Path(workdir) / "eval" / f"step_{step}"
-  pairs = pipeline.eval_dataset(data)  # checks every pair first
+  split = pipeline.open_split(data, data.eval_split)
   _check_writable(out)  # before the work, not after it
   extremes = Extremes(worst_best if save_images else 0)
-  progress = tqdm.tqdm(desc="evaluating", unit="image", total=_length(pairs))  # counts scored images
+  progress = tqdm.tqdm(desc="evaluating", unit="image", total=len(split))  # counts scored images
+  pairs = pipeline.eval_iter(split, data)
 
   def on_image(pair, output, result):
     progress.update()
@@ -280,7 +283,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = Non
     write_extremes(out, extremes)
   return write_results(results, out, {"checkpoint_step": step, "config": config.get("name", ""),
                                       "ensemble": ensemble, "tile": tile, "batch_size": batch_size,
-                                      "data": str(data.shards_dir or data.root), "device": jax.devices()[0].device_kind,
+                                      "data": split.description, "device": jax.devices()[0].device_kind,
                                       "out": str(out)})
 
 
@@ -317,14 +320,6 @@ def _check_writable(out: pathlib.Path) -> None:
   except OSError as error:
     raise ValueError(f"cannot write to the output folder {out} ({error.strerror or error}); pass --out with a "
                      "writable folder.") from None
-
-
-def _length(dataset) -> int | None:
-  """How many pairs `pipeline.eval_dataset` holds (its parent is a sized MapDataset), for the progress bar."""
-  try:
-    return len(dataset.parents[0])
-  except (AttributeError, IndexError, TypeError):
-    return None
 
 
 def _first_line(error: Exception) -> str:

@@ -37,6 +37,12 @@ def to_uint8(image: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
+def to_float(image: jax.Array) -> jax.Array:
+  """uint8 pixels (as the input pipeline delivers them) → float32 in [0, 1], the model's range; floats pass."""
+  image = jnp.asarray(image)
+  return image.astype(jnp.float32) / 255.0 if image.dtype == jnp.uint8 else image
+
+
 def _check_pair(pred, target, what: str) -> None:
   for name, image in (("pred", pred), ("target", target)):
     if image.ndim not in (3, 4) or image.shape[-1] != 3:

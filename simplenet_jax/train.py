@@ -28,6 +28,7 @@ from flax import nnx
 
 from simplenet_jax import checkpointing
 from simplenet_jax import evaluate
+from simplenet_jax import metrics
 from simplenet_jax import parallel
 from simplenet_jax.data import pipeline
 from simplenet_jax.models import SimpleNet
@@ -82,12 +83,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
   """One Adam step on the L1 loss. A non-finite loss or gradient leaves the state unchanged (and is counted
   in the metrics, which the host checks), so a checkpoint never holds NaNs."""
 
+  blur, sharp = metrics.to_float(batch["blur"]), metrics.to_float(batch["sharp"])  # uint8 from the pipeline
+
   def loss_fn(params):
     # bf16 compute: bf16 weights and features; the master weights, the image, the global residual add and
     # the loss stay float32 (`SimpleNet.__call__`).
     model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(compute_dtype), params))
-    pred = model(batch["blur"], compute_dtype=compute_dtype)
-    return jnp.mean(jnp.abs(pred - batch["sharp"])), pred
+    pred = model(blur, compute_dtype=compute_dtype)
+    return jnp.mean(jnp.abs(pred - sharp)), pred
 
   (loss, pred), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.global_norm(grads)
@@ -97,11 +100,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
                            state.replace(step=state.step + 1))
-  mse = jnp.mean((jnp.clip(pred, 0, 1) - batch["sharp"]) ** 2, axis=(1, 2, 3))
-  metrics = TrainMetrics.single_from_model_output(
+  mse = jnp.mean((jnp.clip(pred, 0, 1) - sharp) ** 2, axis=(1, 2, 3))
+  return new_state, TrainMetrics.single_from_model_output(
       loss=loss, psnr=jnp.mean(-10 * jnp.log10(mse)), grad_norm=grad_norm,
       learning_rate=learning_rate_fn(state.step), nonfinite=1.0 - finite.astype(jnp.float32))
-  return new_state, metrics
 
 
 def step_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -175,14 +177,14 @@ def _check_finite(summary: dict[str, float], step: int, manager, workdir) -> Non
         f"{checkpointing.checkpoint_dir(workdir)}. Lower --config.learning_rate or set --config.grad_clip_norm.")
 
 
-def _eval_and_log(config, apply_fn, writer, step: int) -> dict[str, float]:
+def _eval_and_log(config, eval_split: pipeline.SplitReader, apply_fn, writer, step: int) -> dict[str, float]:
   grids = []
 
   def keep_grid(pair, output, _):
     if len(grids) < config.eval_grid_images:
       grids.append(evaluate.side_by_side(pair["blur"], output, pair["sharp"]))
 
-  pairs = pipeline.eval_dataset(config.data, limit=config.eval_num_images or None)
+  pairs = pipeline.eval_iter(eval_split, config.data, limit=config.eval_num_images or None)
   results = evaluate.evaluate_pairs(apply_fn, pairs, on_image=keep_grid)
   means = evaluate.mean_metrics(results)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in means.items()})
@@ -215,6 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   graphdef, state = create_train_state(config, tx)
   state = jax.device_put(state, replicated)
   train_iter = iter(pipeline.train_dataset(config.data, config.batch_size))
+  eval_split = pipeline.open_split(config.data, config.data.eval_split)  # once: periodic evals re-check nothing
   if latest is not None:
     state = checkpointing.restore(manager, latest, checkpointing.abstract_like(state), train_iter,
                                   num_workers=config.data.num_workers)
@@ -256,7 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      config.num_train_steps, summary["loss"], summary["psnr"], summary["learning_rate"], rate,
                      time.strftime("%H:%M:%S", time.gmtime(eta)))
       if evaluate_now:
-        eval_means = _eval_and_log(config, lambda image: apply_fn(state.params, image), writer, step)
+        eval_means = _eval_and_log(config, eval_split, lambda image: apply_fn(state.params, image), writer, step)
       if save_now:
         psnr = {checkpointing.BEST_METRIC: eval_means["psnr"]} if evaluate_now and eval_means else None
         checkpointing.save(manager, step, state, train_iter, config, metrics=psnr)

@@ -1,19 +1,20 @@
 """Input pipeline on grain (SPEC §3–4): random aligned crops and flips for training, full frames for evaluation.
 
-Pairs come from ArrayRecord shards written by `python -m simplenet_jax.data.prepare` (`config.data.shards_dir`)
-or, for small sets such as the demo, straight from the data set folder (`config.data.root`); both give the
-same record maps, which worker processes decode and crop.
+Pairs come from a data set built once by `python -m simplenet_jax.data.prepare` (a TFDS builder in `builders`),
+read with `tfds.data_source` at random: a crop reads only the records (raw uint8 windows) under it. Everything
+leaves the workers as uint8; the conversion to float happens on the device, in the jitted step.
 
-Training order: one global stream of the pairs, shuffled with `config.data.seed` and reshuffled every epoch.
-Its positions are dealt to the JAX processes in turn (process p of P takes p, p+P, …), so together they see
-every pair once per epoch, and each batches its share of the global batch. Crops and flips are drawn from the
-seed and the global position, so they do not depend on the number of worker processes, and the iterator's
-state (`get_state` / `set_state`) resumes the stream on exactly the next batch.
+Training order: one global stream of crop regions (frames, or sub-images), shuffled with `config.data.seed` and
+reshuffled every epoch. Its positions are dealt to the JAX processes in turn (process p of P takes p, p+P, …),
+so together they see every region once per epoch, and each batches its share of the global batch. Crops and
+flips are drawn from the seed and the global position, so they do not depend on the number of worker
+processes, and the iterator's state (`get_state` / `set_state`) resumes the stream on exactly the next batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from absl import flags
@@ -21,85 +22,106 @@ import grain
 import jax
 import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 
-from simplenet_jax.data import images
+from simplenet_jax.data import builders
 from simplenet_jax.data import layouts
-from simplenet_jax.data import shards
+from simplenet_jax.data.images import DatasetError
 
 
-class FolderSource:
-  """Random access to the pairs of a data set folder: element i is the record map of pair i (encoded images)."""
+def default_tfds_dir(root: str | os.PathLike) -> str:
+  """Where a data set built from `root` lives unless `config.data.tfds_dir` says: `<root>_tfds` beside it."""
+  return os.fspath(root).rstrip("/") + "_tfds"
 
-  def __init__(self, pairs: Sequence[layouts.Pair]):
-    self._pairs = list(pairs)
+
+def tfds_dir(data: ml_collections.ConfigDict) -> str:
+  return data.tfds_dir or default_tfds_dir(data.root)
+
+
+def tfds_name(dataset: str, blur_kind: str = "blur", storage: str = "tiles") -> str:
+  """The TFDS name of a built data set, e.g. ``gopro/blur`` or ``deblur_folder/blur_subimages``."""
+  if dataset not in builders.BUILDERS:
+    raise DatasetError(f"Unknown data set {dataset!r}; use one of {', '.join(builders.BUILDERS)}.")
+  return f"{builders.BUILDERS[dataset].name}/{builders.config_name(blur_kind, storage)}"
+
+
+def prepare_command(data: ml_collections.ConfigDict) -> str:
+  return (f"python -m simplenet_jax.data.prepare --dataset {data.dataset} --source {data.root} --out "
+          f"{tfds_dir(data)} --blur-kind {data.blur_kind} --storage {data.storage}")
+
+
+class SplitReader:
+  """Random access to the frames of a built split: any window of any frame, read from the records under it.
+
+  Pickles small (grain sends it to its worker processes): the TFDS source reopens its files there.
+  """
+
+  def __init__(self, source, split: str, description: str):
+    metadata = source.dataset_info.metadata
+    table = metadata["splits"][split]
+    self._source = source
+    self._config = builders.PairsConfig(name="", **metadata["storage"])
+    self.split, self.description = split, description
+    self.frames = [tuple(frame) for frame in table["frames"]]  # (scene, frame, height, width, first record)
+    if len(source) != table["num_records"]:
+      raise DatasetError(f"{description} holds {len(source)} records but its metadata lists "
+                         f"{table['num_records']}; the build is damaged, build it again.")
 
   def __len__(self) -> int:
-    return len(self._pairs)
+    return len(self.frames)
 
-  def __getitem__(self, index: int) -> dict:
-    pair = self._pairs[index]
-    return {"blur": pair.blur.read_bytes(), "sharp": pair.sharp.read_bytes(), "scene": pair.scene,
-            "frame": pair.frame}
+  def name(self, index: int) -> str:
+    scene, frame, *_ = self.frames[index]
+    return f"{scene}/{frame}"
 
-  def __repr__(self) -> str:
-    return f"FolderSource({len(self._pairs)} pairs)"
+  def windows(self, index: int) -> list[tuple[int, int, int, int]]:
+    _, _, height, width, _ = self.frames[index]
+    return builders.windows(height, width, self._config, self.split)
 
+  def regions(self) -> list[tuple[int, int, int, int, int, int]]:
+    """Where training crops are drawn: (frame, record or -1, top, left, height, width). Each frame, or with
+    `subimages` storage each sub-image (a crop then reads that record only)."""
+    if self._config.storage == "subimages" and self.split == "train":
+      return [(index, self.frames[index][4] + k, *window)
+              for index in range(len(self)) for k, window in enumerate(self.windows(index))]
+    return [(index, -1, 0, 0, height, width) for index, (_, _, height, width, _) in enumerate(self.frames)]
 
-@dataclasses.dataclass(frozen=True)
-class DecodePair(grain.transforms.Map):
-  """Record (a shard's bytes or a folder's map) → uint8 `blur`, `sharp` [H, W, 3] and `name` (scene/frame)."""
-
-  def map(self, record: bytes | dict) -> dict:
-    if isinstance(record, bytes):
-      record = shards.decode_record(record)
-    name = f"{record['scene']}/{record['frame']}"
-    return {"blur": images.decode_rgb(record["blur"], f"{name} (blurred)"),
-            "sharp": images.decode_rgb(record["sharp"], f"{name} (sharp)"), "name": name}
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomAlignedCrop(grain.transforms.RandomMap):
-  """The same random `size`×`size` window of blur and sharp, then the same random flips (SPEC §3)."""
-
-  size: int
-  hflip: bool = True
-  vflip: bool = True
-
-  def random_map(self, pair: dict, rng: np.random.Generator) -> dict:
-    height, width = pair["blur"].shape[:2]
-    top = rng.integers(0, height - self.size + 1)
-    left = rng.integers(0, width - self.size + 1)
-    window = (slice(top, top + self.size), slice(left, left + self.size))
-    flip_h = self.hflip and rng.random() < 0.5
-    flip_v = self.vflip and rng.random() < 0.5
-    out = {}
-    for key in ("blur", "sharp"):
-      crop = pair[key][window]
-      if flip_h:
-        crop = crop[:, ::-1]
-      if flip_v:
-        crop = crop[::-1]
-      out[key] = np.ascontiguousarray(crop)
-    return out
+  def read(self, index: int, top: int, left: int, height: int, width: int,
+           record: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 blur and sharp [height, width, 3] of a window of frame `index` (from `record` alone if given)."""
+    first = self.frames[index][4]
+    parts = [(first + k, window) for k, window in enumerate(self.windows(index))
+             if record < 0 or first + k == record]
+    parts = [(k, (t, l, h, w)) for k, (t, l, h, w) in parts
+             if t < top + height and top < t + h and l < left + width and left < l + w]
+    out = {key: np.empty((height, width, 3), np.uint8) for key in ("blur", "sharp")}
+    for (t, l, h, w), example in zip((window for _, window in parts),
+                                     self._source.__getitems__([k for k, _ in parts])):
+      rows = slice(max(t, top), min(t + h, top + height))
+      cols = slice(max(l, left), min(l + w, left + width))
+      for key in out:
+        out[key][rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = (
+            example[key][rows.start - t:rows.stop - t, cols.start - l:cols.stop - l])
+    return out["blur"], out["sharp"]
 
 
-@dataclasses.dataclass(frozen=True)
-class ToFloat(grain.transforms.Map):
-  """uint8 images → float32 in [0, 1] (the model's input range, SPEC §1); other fields pass through."""
-
-  def map(self, pair: dict) -> dict:
-    return {key: (value.astype(np.float32) / 255.0 if key in ("blur", "sharp") else value)
-            for key, value in pair.items()}
-
-
-def pair_source(data: ml_collections.ConfigDict, split: str, *, min_size: int = 0):
-  """The records of a split, checked before any work starts: shards if `data.shards_dir` is set, else the
-  data set folder `data.root` in the layout `data.dataset` (every image header is checked; see `layouts`)."""
-  if data.shards_dir:
-    return shards.open_split(data.shards_dir, split, dataset=data.dataset, blur_kind=data.blur_kind,
-                             min_size=min_size)
-  pairs = layouts.load_pairs(data.dataset, data.root, split, blur_kind=data.blur_kind, min_size=min_size)
-  return FolderSource(pairs)
+def open_split(data: ml_collections.ConfigDict, split: str) -> SplitReader:
+  """The built split `split` of the data set the config names, or one `DatasetError` sentence saying how to
+  build it. A `folder` build is checked against its source folder, when that is present, by file names and
+  sizes."""
+  name, directory = tfds_name(data.dataset, data.blur_kind, data.storage), tfds_dir(data)
+  description = f"The data set {name} in {directory}"
+  builder = tfds.builder(name, data_dir=directory)
+  if not builder.is_prepared():
+    raise DatasetError(f"No data set {name} is built in {directory}; build it with `{prepare_command(data)}`.")
+  if split not in builder.info.splits:
+    raise DatasetError(f"{description} has no {split} split (it holds {', '.join(builder.info.splits)}).")
+  if data.dataset == "folder" and os.path.isdir(data.root):
+    pairs = layouts.list_pairs(data.dataset, data.root, split, data.blur_kind)
+    if builders.fingerprint(pairs) != builder.info.metadata["splits"][split]["fingerprint"]:
+      raise DatasetError(f"{description} was built from other files than those in {data.root}/{split}; build it "
+                         f"again with `{prepare_command(data)} --overwrite`.")
+  return SplitReader(tfds.data_source(name, split=split, data_dir=directory, download=False), split, description)
 
 
 def process_layout(process_index: int | None = None, process_count: int | None = None) -> tuple[int, int]:
@@ -111,14 +133,71 @@ def process_layout(process_index: int | None = None, process_count: int | None =
   return process_index, process_count
 
 
+@dataclasses.dataclass(frozen=True)
+class DrawCrop(grain.transforms.RandomMap):
+  """Region index → a random `size`² window inside it and random flips (SPEC §3); no pixels are read."""
+
+  regions: Sequence[tuple[int, int, int, int, int, int]]
+  size: int
+  hflip: bool = True
+  vflip: bool = True
+
+  def random_map(self, region: int, rng: np.random.Generator) -> dict:
+    index, record, top, left, height, width = self.regions[region]
+    return {"index": index, "record": record, "top": top + int(rng.integers(0, height - self.size + 1)),
+            "left": left + int(rng.integers(0, width - self.size + 1)),
+            "flip_h": self.hflip and rng.random() < 0.5, "flip_v": self.vflip and rng.random() < 0.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadCrop(grain.transforms.Map):
+  """A drawn window → the same uint8 crop of blur and sharp, flipped alike."""
+
+  reader: SplitReader
+  size: int
+
+  def map(self, crop: dict) -> dict:
+    pair = self.reader.read(crop["index"], crop["top"], crop["left"], self.size, self.size, crop["record"])
+    out = {}
+    for key, image in zip(("blur", "sharp"), pair):
+      if crop["flip_h"]:
+        image = image[:, ::-1]
+      if crop["flip_v"]:
+        image = image[::-1]
+      out[key] = np.ascontiguousarray(image)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadFrame(grain.transforms.Map):
+  """Frame index → {"blur", "sharp": uint8 [H, W, 3], "name": "scene/frame"}."""
+
+  reader: SplitReader
+
+  def map(self, index: int) -> dict:
+    _, _, height, width, _ = self.reader.frames[index]
+    blur, sharp = self.reader.read(index, 0, 0, height, width)
+    return {"blur": blur, "sharp": sharp, "name": self.reader.name(index)}
+
+
 def _read_options(data: ml_collections.ConfigDict) -> grain.ReadOptions:
   # Elements are whole batches or full frames, so a short buffer is plenty and bounds the memory.
   return grain.ReadOptions(num_threads=data.read_threads, prefetch_buffer_size=data.prefetch_buffer_size)
 
 
+def _check_crop(reader: SplitReader, regions, crop_size: int) -> None:
+  smallest = min(regions, key=lambda region: min(region[4:]))
+  if min(smallest[4:]) < crop_size:
+    what = "sub-images" if smallest[1] >= 0 else "images"
+    raise DatasetError(f"{reader.description} holds {reader.split} {what} as small as {smallest[5]}×{smallest[4]} "
+                       f"({reader.name(smallest[0])}), smaller than the {crop_size}×{crop_size} training crop; lower "
+                       "the crop size (config.data.crop_size)" + (" or use storage 'tiles'." if what == "sub-images"
+                                                                 else " or remove the pair."))
+
+
 def train_dataset(data: ml_collections.ConfigDict, batch_size: int, *, process_index: int | None = None,
                   process_count: int | None = None) -> grain.IterDataset:
-  """Endless batches {"blur", "sharp": float32 [batch_size / P, crop, crop, 3]} for this process.
+  """Endless batches {"blur", "sharp": uint8 [batch_size / P, crop, crop, 3]} for this process.
 
   `batch_size` is the global batch (`config.batch_size`); it must divide evenly among the P processes. Iterate
   with `iter(...)`; the iterator's `get_state()` / `set_state()` checkpoint the position (a state restores
@@ -129,16 +208,16 @@ def train_dataset(data: ml_collections.ConfigDict, batch_size: int, *, process_i
   if batch_size % count:
     raise ValueError(f"The global batch size {batch_size} does not split evenly among {count} processes; "
                      "use a multiple of the process count.")
-  source = pair_source(data, data.train_split, min_size=data.crop_size)
-  crop = RandomAlignedCrop(size=data.crop_size, hflip=data.hflip, vflip=data.vflip)
-  dataset = (grain.MapDataset.source(source)
+  reader = open_split(data, data.train_split)
+  regions = reader.regions()
+  _check_crop(reader, regions, data.crop_size)
+  dataset = (grain.MapDataset.range(len(regions))
              .seed(data.seed)
              .shuffle()
              .repeat()  # shuffle before repeat: every epoch gets its own order
-             .map(DecodePair())
-             .random_map(crop)  # before the process slice, so draws follow the global position
+             .random_map(DrawCrop(regions, data.crop_size, data.hflip, data.vflip))  # draws follow the global position
              [index::count]
-             .map(ToFloat())
+             .map(ReadCrop(reader, data.crop_size))
              .batch(batch_size // count, drop_remainder=True))
   iter_dataset = dataset.to_iter_dataset(_read_options(data))
   if data.num_workers > 0 and not flags.FLAGS.is_parsed():
@@ -148,15 +227,17 @@ def train_dataset(data: ml_collections.ConfigDict, batch_size: int, *, process_i
       num_workers=data.num_workers, per_worker_buffer_size=data.worker_buffer_size))
 
 
-def eval_dataset(data: ml_collections.ConfigDict, split: str | None = None, *,
-                 limit: int | None = None) -> grain.IterDataset:
-  """Full-resolution pairs {"blur", "sharp": float32 [H, W, 3], "name": "scene/frame"} in a fixed order.
-
-  One pair per element, since GoPro and RealBlur frames differ in size; `split` defaults to
-  `data.eval_split`, `limit` keeps the first pairs only (a quick look during training).
-  """
-  source = pair_source(data, split or data.eval_split)
-  dataset = grain.MapDataset.source(source).map(DecodePair()).map(ToFloat())
+def eval_dataset(reader: SplitReader, data: ml_collections.ConfigDict, *, limit: int | None = None) -> grain.MapDataset:
+  """Full-resolution pairs {"blur", "sharp": uint8 [H, W, 3], "name": "scene/frame"} of an open split (see
+  `open_split`, done once: nothing is checked again), in a fixed order, one pair per element since frames may
+  differ in size; `limit` keeps the first pairs only (a quick look during training). Iterate it directly, or
+  with `.to_iter_dataset(...)` to read ahead."""
+  dataset = grain.MapDataset.range(len(reader))
   if limit is not None:
     dataset = dataset[:limit]
-  return dataset.to_iter_dataset(_read_options(data))
+  return dataset.map(ReadFrame(reader))
+
+
+def eval_iter(reader: SplitReader, data: ml_collections.ConfigDict, *, limit: int | None = None) -> grain.IterDataset:
+  """`eval_dataset` read ahead by `data.read_threads` threads; `len(eval_dataset(...))` gives its length."""
+  return eval_dataset(reader, data, limit=limit).to_iter_dataset(_read_options(data))

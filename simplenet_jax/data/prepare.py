@@ -1,53 +1,80 @@
-"""Command line: turn a data set in its published layout into ArrayRecord shards (see `shards`).
+"""Command line: build a deblurring data set from its published layout with its TFDS builder (`builders`).
 
-    python -m simplenet_jax.data.prepare --dataset gopro --source data/GOPRO_Large --out data/gopro_shards
+    python -m simplenet_jax.data.prepare --dataset gopro --source data/GOPRO_Large --out data/GOPRO_Large_tfds
+
+It is what `tfds build gopro/blur --imports simplenet_jax.data.builders --manual_dir … --data_dir …` does,
+plus a check that a finished build came from the same files. A finished build is reused; an interrupted
+one leaves only TFDS's `incomplete.*` folder and is redone from the start.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+import tensorflow_datasets as tfds
+
+from simplenet_jax.data import builders
 from simplenet_jax.data import layouts
-from simplenet_jax.data import shards
+from simplenet_jax.data import pipeline
 from simplenet_jax.data.images import DatasetError
+
+
+def build(dataset: str, source: str | os.PathLike, out: str | os.PathLike | None = None, *, blur_kind: str = "blur",
+          storage: str = "tiles", overwrite: bool = False) -> tuple[tfds.core.DatasetBuilder, bool]:
+  """Builds (or finds built) the data set in `out` (default `<source>_tfds`); returns its builder and whether
+  it was already built. Every pair is checked before anything is written (one `DatasetError` sentence)."""
+  source = os.path.abspath(os.fspath(source))
+  out = os.fspath(out) if out else pipeline.default_tfds_dir(source)
+  name = pipeline.tfds_name(dataset, blur_kind, storage)
+  if dataset == "realblur_j" and blur_kind != "blur":
+    raise DatasetError(f"RealBlur-J has one kind of blurred image; use blur kind 'blur', not {blur_kind!r}.")
+  builder = tfds.builder(name, data_dir=out)
+  done = builder.is_prepared() and not overwrite
+  if done:
+    for split, table in builder.info.metadata["splits"].items():
+      if os.path.isdir(source) and builders.fingerprint(
+          layouts.list_pairs(dataset, source, split, blur_kind)) != table["fingerprint"]:
+        raise DatasetError(f"{out} already holds {name} built from other files than those in {source}/{split}; "
+                           "pass --overwrite to build it again, or choose another --out.")
+    return builder, True
+  mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=source, download_mode=mode))
+  return builder, False
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="python -m simplenet_jax.data.prepare",
-      description="Write ArrayRecord shards of a deblurring data set (SPEC §4); rerunning finishes an "
-                  "interrupted run and does nothing on finished shards.")
+      description="Build a deblurring data set (SPEC §4) as TFDS ArrayRecord files; a finished build is reused.")
   parser.add_argument("--dataset", required=True, choices=layouts.DATASETS,
                       help="layout of --source: GoPro, RealBlur-J, or any folder in the GoPro layout")
   parser.add_argument("--source", required=True, help="the data set root (GOPRO_Large, the RealBlur folder, …)")
-  parser.add_argument("--out", required=True, help="folder for the shards and manifest.json")
-  parser.add_argument("--splits", nargs="+", default=list(layouts.SPLITS), choices=layouts.SPLITS,
-                      help="splits to write")
+  parser.add_argument("--out", help="TFDS data folder to write (config.data.tfds_dir); default: <source>_tfds")
   parser.add_argument("--blur-kind", default="blur", choices=layouts.BLUR_KINDS,
                       help="GoPro's linear-light `blur` (default) or `blur_gamma`")
-  parser.add_argument("--crop-size", type=int, default=256,
-                      help="training crop; images smaller than this on either side are rejected")
-  parser.add_argument("--shard-size-mb", type=float, default=shards.DEFAULT_SHARD_MB,
-                      help="approximate size of each shard file")
+  parser.add_argument("--storage", default="tiles", choices=builders.STORAGES,
+                      help="records: 256² tiles (default), 512² training sub-images, or whole frames")
+  parser.add_argument("--overwrite", action="store_true", help="build again over a finished build")
   return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
   try:
-    result = shards.prepare_shards(args.dataset, args.source, args.out, splits=args.splits,
-                                   blur_kind=args.blur_kind, crop_size=args.crop_size,
-                                   shard_mb=args.shard_size_mb)
+    builder, done = build(args.dataset, args.source, args.out, blur_kind=args.blur_kind, storage=args.storage,
+                          overwrite=args.overwrite)
   except DatasetError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
-  if result.already_done:
-    print(f"{args.out} already holds these shards; nothing to do.")
-  for split, plan in result.manifest["splits"].items():
-    print(f"{split}: {plan['num_pairs']} pairs in {len(plan['shards'])} shards in {args.out}")
+  if done:
+    print(f"{builder.data_dir} already holds this build; nothing to do.")
+  for split, info in builder.info.splits.items():
+    frames = len(builder.info.metadata["splits"][split]["frames"])
+    print(f"{split}: {frames} pairs in {info.num_examples} records in {builder.data_dir}")
   return 0
 
 
