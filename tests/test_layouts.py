@@ -1,5 +1,6 @@
 """Readers of GoPro, RealBlur-J and GoPro-layout folders: good trees list the right pairs; each bad data set
-is answered with its one-sentence error, also through the prepare command line (no traceback)."""
+is answered with its one-sentence error, also through the prepare command line, which
+builds the TFDS data set (no traceback)."""
 
 import logging
 import pathlib
@@ -39,7 +40,7 @@ def make_gopro(root: pathlib.Path, scenes=("GOPR0001_00_00", "GOPR0002_00_00"), 
 def make_realblur(root: pathlib.Path, split: str = "test", num_pairs: int = 3) -> pathlib.Path:
   lines = []
   for i in range(1, num_pairs + 1):
-    scene = f"RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene{200 + i:03d}"
+    scene = f"RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene{(200 if split == 'test' else 300) + i:03d}"
     _save(root / scene / "gt" / f"gt_{i}.png", seed=i)
     _save(root / scene / "blur" / f"blur_{i}.png", seed=50 + i)
     lines.append(f"{scene}/gt/gt_{i}.png {scene}/blur/blur_{i}.png")
@@ -215,7 +216,10 @@ BAD_CASES = {
 
 def _bad_tree(tmp_path, case):
   dataset, breaker, split, crop, expected = BAD_CASES[case]
-  good = make_realblur(tmp_path / "data") if dataset == "realblur_j" else make_gopro(tmp_path / "data")
+  if dataset == "realblur_j":
+    good = make_realblur(make_realblur(tmp_path / "data", "train"))  # a build needs both splits
+  else:
+    good = make_gopro(tmp_path / "data")
   root = breaker(good)
   return dataset, root, split, crop, expected.format(root=tmp_path / "data")
 
@@ -230,28 +234,29 @@ def test_bad_data_set_gives_its_one_sentence(tmp_path, case):
   assert "\n" not in message and message.endswith(".")
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CASES))
+# A build knows no crop size: training checks it against the built frame sizes (test_pipeline).
+BUILD_CASES = sorted(case for case, (_, _, _, crop, _) in BAD_CASES.items() if crop == 0)
+
+
+@pytest.mark.parametrize("case", BUILD_CASES)
 def test_prepare_command_prints_the_sentence_without_traceback(tmp_path, capsys, case):
   dataset, root, split, crop, expected = _bad_tree(tmp_path, case)
-  code = prepare.main(["--dataset", dataset, "--source", str(root), "--out", str(tmp_path / "shards"),
-                       "--splits", split, "--crop-size", str(crop)])
+  code = prepare.main(["--dataset", dataset, "--source", str(root), "--out", str(tmp_path / "built")])
   captured = capsys.readouterr()
-  assert code == 1 and captured.out == ""
+  assert code == 1 and "Traceback" not in captured.out + captured.err
   assert captured.err.startswith("error: " + expected) and captured.err.count("\n") == 1
-  assert not (tmp_path / "shards").exists()  # nothing written before the data set is known to be good
+  assert not list((tmp_path / "built").rglob("*.array_record*"))  # nothing written: the data set was bad
 
 
 @pytest.mark.parametrize("case", ["blur without sharp", "truncated image"])
 def test_prepare_subprocess_exits_non_zero_without_traceback(tmp_path, case):
   dataset, root, split, crop, expected = _bad_tree(tmp_path, case)
   done = subprocess.run([sys.executable, "-m", "simplenet_jax.data.prepare", "--dataset", dataset, "--source",
-                         str(root), "--out", str(tmp_path / "shards"), "--splits", split, "--crop-size", str(crop)],
+                         str(root), "--out", str(tmp_path / "built")],
                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
   assert done.returncode == 1
   assert "Traceback" not in done.stderr
-  *warnings, last_line = done.stderr.splitlines()  # warnings: this GoPro copy is not the full set
-  assert last_line.startswith("error: " + expected)
-  assert all(line.startswith("WARNING: GoPro train split in ") for line in warnings)
+  assert done.stderr.splitlines()[-1].startswith("error: " + expected)
 
 
 def test_unknown_blur_kind_and_data_set(tmp_path):

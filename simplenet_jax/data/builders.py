@@ -107,6 +107,15 @@ def fingerprint(pairs: Sequence[layouts.Pair]) -> str:
   return digest.hexdigest()
 
 
+def list_splits(dataset: str, root, blur_kind: str = "blur") -> dict[str, list[layouts.Pair]]:
+  """The pairs of each split a build holds, listed without opening an image: GoPro and RealBlur-J need both
+  splits; a folder has those present (a folder of pairs to evaluate may have no train/)."""
+  splits = layouts.SPLITS
+  if dataset == "folder":
+    splits = [split for split in layouts.SPLITS if layouts.has_split(dataset, root, split)] or layouts.SPLITS
+  return {split: layouts.list_pairs(dataset, root, split, blur_kind) for split in splits}
+
+
 # --- Builders --------------------------------------------------------------------------------------------------
 
 
@@ -137,12 +146,8 @@ class _PairsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     root = dl_manager.manual_dir
     config = self.builder_config
     generators, tables = {}, {}
-    splits = layouts.SPLITS
-    if self.DATASET == "folder":  # a folder of pairs to evaluate may have no train/ (or no test/)
-      splits = [split for split in layouts.SPLITS if (root / split).is_dir()] or layouts.SPLITS
-    for split in splits:
-      # Every pair is listed and checked (one sentence naming a bad file) before anything is written.
-      pairs = layouts.list_pairs(self.DATASET, root, split, config.blur_kind)
+    for split, pairs in list_splits(self.DATASET, root, config.blur_kind).items():
+      # Every pair is checked (one sentence naming a bad file) before anything is written.
       sizes = layouts.check_pairs(pairs)
       frames, first = [], 0
       for pair, (height, width) in zip(pairs, sizes):

@@ -156,6 +156,12 @@ def realblur_j_pairs(root: str | pathlib.Path, split: str) -> list[Pair]:
   return pairs
 
 
+def has_split(dataset: str, root: str | pathlib.Path, split: str) -> bool:
+  """Whether the data set in `root` has the split (its folder, or for RealBlur-J its list file)."""
+  root = pathlib.Path(root)
+  return (root / f"RealBlur_J_{split}_list.txt").is_file() if dataset == "realblur_j" else (root / split).is_dir()
+
+
 def list_pairs(dataset: str, root: str | pathlib.Path, split: str, blur_kind: str = "blur") -> list[Pair]:
   """The pairs of a split in a data set's published layout, without opening any image."""
   if dataset == "gopro":

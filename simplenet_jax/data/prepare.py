@@ -32,14 +32,14 @@ def build(dataset: str, source: str | os.PathLike, out: str | os.PathLike | None
   name = pipeline.tfds_name(dataset, blur_kind, storage)
   if dataset == "realblur_j" and blur_kind != "blur":
     raise DatasetError(f"RealBlur-J has one kind of blurred image; use blur kind 'blur', not {blur_kind!r}.")
+  splits = builders.list_splits(dataset, source, blur_kind)  # a missing folder or file: its sentence, now
   builder = tfds.builder(name, data_dir=out)
-  done = builder.is_prepared() and not overwrite
-  if done:
-    for split, table in builder.info.metadata["splits"].items():
-      if os.path.isdir(source) and builders.fingerprint(
-          layouts.list_pairs(dataset, source, split, blur_kind)) != table["fingerprint"]:
-        raise DatasetError(f"{out} already holds {name} built from other files than those in {source}/{split}; "
-                           "pass --overwrite to build it again, or choose another --out.")
+  if builder.is_prepared() and not overwrite:
+    built = builder.info.metadata["splits"]
+    for split, pairs in splits.items():
+      if split not in built or builders.fingerprint(pairs) != built[split]["fingerprint"]:
+        raise DatasetError(f"{out} already holds {name} built from other files than those in {source}; pass "
+                           "--overwrite to build it again, or choose another --out.")
     return builder, True
   mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=source, download_mode=mode))
