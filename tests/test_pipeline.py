@@ -52,13 +52,15 @@ def _dataset(tmp_path) -> tuple[pathlib.Path, list[np.ndarray]]:
   return root, blurs
 
 
-def build_with_sizes(root: pathlib.Path, storage: str, sizes: dict[str, int]) -> None:
-  """`prepare.build` of the folder with other tile / sub-image sizes (readers take them from the metadata)."""
-  config = builders.DeblurFolder.builder_configs[builders.config_name("blur", storage)]
+def build_with_sizes(root: pathlib.Path, storage: str, sizes: dict[str, int], *, dataset: str = "folder",
+                     blur_kind: str = "blur") -> None:
+  """`prepare.build` with other tile / sub-image sizes than the builder config's (readers take them from the
+  build's metadata)."""
+  config = builders.BUILDERS[dataset].builder_configs[builders.config_name(blur_kind, storage)]
   with pytest.MonkeyPatch.context() as patch:
     for field, value in sizes.items():
       patch.setattr(config, field, value)
-    prepare.build("folder", root, storage=storage)
+    prepare.build(dataset, root, blur_kind=blur_kind, storage=storage)
 
 
 def _config(root: pathlib.Path, **overrides):
