@@ -12,7 +12,7 @@ Measures, on the default JAX device, with the paper config (`configs/gopro.py`, 
   TF32 on NVIDIA Ampere and later, bf16 passes on TPU);
 * the device's peak memory after each program (`device.memory_stats()`, where the platform reports it);
 * evaluation images/s at 720p with all metrics (`evaluate.evaluate_pairs`, PSNR and both SSIMs);
-* the input pipeline's training pairs/s on this host (`data.pipeline.train_dataset` over 1280×720 PNG
+* the input pipeline's training pairs/s on this host (`data.pipeline.train_dataset` over a TFDS build of 1280×720
   pairs synthesized here, 256² crops, `--workers` processes).
 
 Timing: every program is compiled and run once (warm-up), then timed `--repeats` times with
@@ -48,6 +48,7 @@ from model import forward_flops
 from simplenet_jax import evaluate
 from simplenet_jax import train
 from simplenet_jax.data import pipeline
+from simplenet_jax.data import prepare
 from simplenet_jax.models import SimpleNet
 
 # Published dense peaks, TFLOP/s per chip: (bf16, the float32 matmul rate under XLA's default precision).
@@ -148,7 +149,7 @@ def evaluation_row(config, size, count: int) -> dict:
 
 
 def input_pipeline_row(size, crop: int, batch: int, workers: int, batches: int) -> dict:
-  """Training pairs/s of the grain pipeline over PNG pairs of `size` written to a temporary folder."""
+  """Training pairs/s of the grain pipeline over a TFDS build of PNG pairs of `size` in a temporary folder."""
   config = gopro.get_config()
   with tempfile.TemporaryDirectory() as root:
     for pair in _photo_pairs(4, *size):
@@ -158,6 +159,8 @@ def input_pipeline_row(size, crop: int, batch: int, workers: int, batches: int) 
         Image.fromarray(pair[kind]).save(f"{folder}/{pair['name'].split('/')[1]}.png")
     data = config.data
     data.dataset, data.root, data.crop_size, data.num_workers = "folder", root, crop, workers
+    data.tfds_dir = f"{root}/tfds"
+    prepare.build("folder", root, data.tfds_dir)
     dataset = pipeline.train_dataset(data, batch)
     iterator = iter(dataset)
     try:

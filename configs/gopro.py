@@ -1,6 +1,7 @@
 """The paper's setting (Sec. 3.5, SPEC §3): GoPro's `blur` inputs, 256² crops, batch 8, 2.2M steps.
 
-Point `data.root` at your GOPRO_Large folder (or `data.shards_dir` at its prepared shards):
+Build it once (`python -m simplenet_jax.data.prepare --dataset gopro --source /data/GOPRO_Large`, README "Data"),
+then point `data.root` at the GOPRO_Large folder (its build is read from `<root>_tfds`, or `data.tfds_dir`):
     python train.py --config configs/gopro.py --workdir runs/gopro --config.data.root=/data/GOPRO_Large
 """
 

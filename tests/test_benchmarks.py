@@ -52,3 +52,16 @@ def test_memory_benchmark_smoke_reports_xla_memory_analysis(tmp_path):
   assert [(r["workload"], r["tile_bytes"]) for r in rows] == [("train step", 0), ("forward", 0),
                                                               ("train step", 4096), ("forward", 4096)]
   assert all(r["total_gib"] >= r["temp_gib"] > 0 for r in rows)
+
+
+def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path):
+  out = tmp_path / "input.json"
+  result = _run_benchmark("input_pipeline.py", "--smoke", "--json", str(out))
+  payload = json.loads(out.read_text())
+  assert payload["benchmark"] == "input_pipeline"
+  designs = [row["design"].split(":")[1].split(",")[0].strip() for row in payload["rows"]]
+  assert designs == ["PNG frames", "tiles", "subimages", "frames"]
+  for row in payload["rows"]:
+    assert row["cpu_ms_per_pair"] > 0 and row["pairs_per_s_0w"] > 0 and row["pairs_per_s_1w"] > 0
+    assert row["disk_mb_per_pair"] > 0
+  assert "CPU ms/pair" in result.stdout and "pairs/s 1w" in result.stdout

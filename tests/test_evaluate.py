@@ -149,7 +149,7 @@ def test_batches_compile_once_per_shape_and_equal_one_at_a_time():
 def test_trained_model_gives_the_same_scores_in_batches(workdir, data_root):
   config, apply_fn, _ = evaluate.load_model(workdir)
   config.data.root = str(data_root)
-  pairs = list(pipeline.eval_dataset(config.data))
+  pairs = list(pipeline.eval_dataset(pipeline.open_split(config.data, "test"), config.data))
   one = evaluate.evaluate_pairs(apply_fn, pairs, batch_size=1)
   two = evaluate.evaluate_pairs(apply_fn, pairs, batch_size=2)
   assert [r.name for r in one] == [r.name for r in two] == [p["name"] for p in pairs]

@@ -51,14 +51,15 @@ def test_committed_without_outputs_and_with_one_parameters_cell(name):
 
 
 def test_colab_notebook_prepares_trains_evaluates_and_deblurs(data_root, tmp_path):
-  """A GoPro-layout folder → shards → 3 smoke steps → evaluation → a photo of odd size deblurred."""
+  """A GoPro-layout folder → TFDS build → 3 smoke steps → evaluation → a photo of odd size deblurred."""
   photo = next(data_root.glob("test/*/blur/*.png"))
   workdir = tmp_path / "workdir"
   run_notebook(COLAB, {"CONFIG": "configs/smoke.py", "DATA": "folder", "DATA_SOURCE": str(data_root),
-                       "DATA_DIR": str(tmp_path / "shards"), "WORKDIR": str(workdir), "NUM_STEPS": 3,
+                       "TFDS_DIR": str(tmp_path / "tfds"), "WORKDIR": str(workdir), "NUM_STEPS": 3,
                        "OVERRIDES": {"log_every_steps": 1}, "PHOTO": str(photo), "TENSORBOARD": False},
                cwd=tmp_path)
-  assert json.loads((tmp_path / "shards" / "manifest.json").read_text())["dataset"] == "folder"
+  (info,) = (tmp_path / "tfds").glob("deblur_folder/blur/*/dataset_info.json")
+  assert json.loads(info.read_text())["splits"]  # built there, and read from there
   (summary_file,) = workdir.glob("eval/step_*/summary.json")
   summary = json.loads(summary_file.read_text())
   assert summary["checkpoint_step"] == 3 and summary["images"] == 2

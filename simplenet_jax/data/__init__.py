@@ -1,4 +1,4 @@
-"""Data (SPEC §4): blur synthesis, readers of GoPro / RealBlur-J / GoPro-layout folders, ArrayRecord shards, and
+"""Data (SPEC §4): blur synthesis, readers of GoPro / RealBlur-J / GoPro-layout folders, their TFDS builders, and
 the grain input pipeline. Imports no model code; modules are imported by name (e.g. `from simplenet_jax.data
 import pipeline`), so that the command-line tools and grain's worker processes load only what they use.
 """

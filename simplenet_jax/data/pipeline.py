@@ -95,8 +95,8 @@ class SplitReader:
     parts = [(k, (t, l, h, w)) for k, (t, l, h, w) in parts
              if t < top + height and top < t + h and l < left + width and left < l + w]
     out = {key: np.empty((height, width, 3), np.uint8) for key in ("blur", "sharp")}
-    for (t, l, h, w), example in zip((window for _, window in parts),
-                                     self._source.__getitems__([k for k, _ in parts])):
+    for k, (t, l, h, w) in parts:
+      example = self._source[k]  # one by one: grain's threads and workers already read in parallel
       rows = slice(max(t, top), min(t + h, top + height))
       cols = slice(max(l, left), min(l + w, left + width))
       for key in out:
