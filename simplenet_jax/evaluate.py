@@ -259,7 +259,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = Non
   data = config.data
   if data_root is not None:  # a folder of pairs: built (once, beside it) and read like any data set
     data.root, data.tfds_dir, data.dataset = _test_root(data_root), "", dataset or "folder"
-    prepare.build(data.dataset, data.root, blur_kind=data.blur_kind, storage=data.storage)
+    prepare.build(data.dataset, data.root, blur_kind=data.blur_kind, storage=pipeline.storage(data))
   elif dataset is not None:
     data.dataset = dataset
   out = pathlib.Path(out) if out is not None else pathlib.Path(workdir) / "eval" / f"step_{step}"

@@ -249,6 +249,10 @@ def test_data_is_checked_before_any_batch(dataset, tmp_path):
     pipeline.train_dataset(_config(tmp_path / "nowhere"), 2)
   with pytest.raises(DatasetError, match=r"^No data set deblur_folder/blur_gamma is built"):
     pipeline.train_dataset(_config(root, blur_kind="blur_gamma"), 2)
+  with pytest.raises(DatasetError, match=r"^realblur_j has no blur kind 'blur_gamma'; use blur \(config"):
+    pipeline.train_dataset(_config(root, dataset="realblur_j", blur_kind="blur_gamma"), 2)
+  with pytest.raises(DatasetError, match=r"^storage 'strips' is not one of tiles, subimages, frames\.$"):
+    pipeline.train_dataset(_config(root, storage="strips"), 2)
   (root / "train" / "s0" / "blur" / "000000.png").write_bytes(b"changed")  # the folder changed after the build
   with pytest.raises(DatasetError, match=r"was built from other files than those in .*/train; build it again with "
                                          r"`python -m simplenet_jax.data.prepare .* --overwrite`\.$"):

@@ -35,19 +35,28 @@ def default_tfds_dir(root: str | os.PathLike) -> str:
 
 
 def tfds_dir(data: ml_collections.ConfigDict) -> str:
-  return data.tfds_dir or default_tfds_dir(data.root)
+  return data.get("tfds_dir") or default_tfds_dir(data.root)
+
+
+def storage(data: ml_collections.ConfigDict) -> str:
+  return data.get("storage", "tiles")  # a workdir saved before the field existed read PNG frames: same crops
 
 
 def tfds_name(dataset: str, blur_kind: str = "blur", storage: str = "tiles") -> str:
   """The TFDS name of a built data set, e.g. ``gopro/blur`` or ``deblur_folder/blur_subimages``."""
   if dataset not in builders.BUILDERS:
     raise DatasetError(f"Unknown data set {dataset!r}; use one of {', '.join(builders.BUILDERS)}.")
-  return f"{builders.BUILDERS[dataset].name}/{builders.config_name(blur_kind, storage)}"
+  builder, config = builders.BUILDERS[dataset], builders.config_name(blur_kind, storage)
+  if config not in builder.builder_configs:
+    kinds = sorted({c.blur_kind for c in builder.builder_configs.values()})
+    raise DatasetError(f"{dataset} has no blur kind {blur_kind!r}; use {' or '.join(kinds)} "
+                       "(config.data.blur_kind).")
+  return f"{builder.name}/{config}"
 
 
 def prepare_command(data: ml_collections.ConfigDict) -> str:
   return (f"python -m simplenet_jax.data.prepare --dataset {data.dataset} --source {data.root} --out "
-          f"{tfds_dir(data)} --blur-kind {data.blur_kind} --storage {data.storage}")
+          f"{tfds_dir(data)} --blur-kind {data.blur_kind} --storage {storage(data)}")
 
 
 class SplitReader:
@@ -109,7 +118,7 @@ def open_split(data: ml_collections.ConfigDict, split: str) -> SplitReader:
   """The built split `split` of the data set the config names, or one `DatasetError` sentence saying how to
   build it. A `folder` build is checked against its source folder, when that is present, by file names and
   sizes."""
-  name, directory = tfds_name(data.dataset, data.blur_kind, data.storage), tfds_dir(data)
+  name, directory = tfds_name(data.dataset, data.blur_kind, storage(data)), tfds_dir(data)
   description = f"The data set {name} in {directory}"
   builder = tfds.builder(name, data_dir=directory)
   if not builder.is_prepared():

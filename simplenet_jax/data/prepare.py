@@ -30,8 +30,6 @@ def build(dataset: str, source: str | os.PathLike, out: str | os.PathLike | None
   source = os.path.abspath(os.fspath(source))
   out = os.fspath(out) if out else pipeline.default_tfds_dir(source)
   name = pipeline.tfds_name(dataset, blur_kind, storage)
-  if dataset == "realblur_j" and blur_kind != "blur":
-    raise DatasetError(f"RealBlur-J has one kind of blurred image; use blur kind 'blur', not {blur_kind!r}.")
   splits = builders.list_splits(dataset, source, blur_kind)  # a missing folder or file: its sentence, now
   builder = tfds.builder(name, data_dir=out)
   if builder.is_prepared() and not overwrite:
@@ -41,7 +39,8 @@ def build(dataset: str, source: str | os.PathLike, out: str | os.PathLike | None
         raise DatasetError(f"{out} already holds {name} built from other files than those in {source}; pass "
                            "--overwrite to build it again, or choose another --out.")
     return builder, True
-  mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+  modes = tfds.download.GenerateMode
+  mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_DATASET_IF_EXISTS
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=source, download_mode=mode))
   return builder, False
 
