@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.dataset = "folder"  # builder: "gopro", "realblur_j", or "folder" (any GoPro-layout folder)
   config.data.root = "data/demo"  # the data set in its published layout (the builder's manual_dir)
-  config.data.tfds_dir = ""  # TFDS data folder of the build ("" = <root>_tfds); a gs:// path on TPU VMs
+  config.data.tfds_dir = ""  # TFDS data folder of the build ("" = <root>_tfds); TFDS also takes gs:// paths
   config.data.storage = "tiles"  # records: "tiles" (256², crops from whole frames), "subimages" or "frames"
   config.data.blur_kind = "blur"  # GoPro input: linear-light "blur" or "blur_gamma"; never mix them (SPEC §4)
   config.data.train_split = "train"
