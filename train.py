@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from simplenet_jax import config_files
 from simplenet_jax import parallel
 from simplenet_jax import train
 
@@ -43,4 +44,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  mistake = config_files.command_line_error(sys.argv)  # absl would answer these with a traceback
+  if mistake:
+    print(f"error: {mistake}", file=sys.stderr)
+    sys.exit(1)
   app.run(lambda argv: sys.exit(main(argv)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import pathlib
 import sys
+from collections.abc import Sequence
 
 import ml_collections
 
@@ -28,3 +30,46 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path} defines no get_config() function.")
   return module.get_config()
+
+
+def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every field of a config as a dotted name (`model.widths`, `data.root`, …), sub-configs included."""
+  names = []
+  for key, value in config.items():
+    names.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      names += field_names(value, f"{prefix}{key}.")
+  return names
+
+
+def command_line_error(argv: Sequence[str], flag: str = "config") -> str | None:
+  """The first-contact mistake in a command line's `--config FILE` and `--config.FIELD=VALUE` arguments, as one
+  sentence (naming the file, or the field and the closest valid ones), or None; checked before absl parses
+  them, whose own errors are tracebacks."""
+  path, overrides = None, []
+  args = list(argv[1:])
+  for i, arg in enumerate(args):
+    if arg == f"--{flag}" and i + 1 < len(args):
+      path = args[i + 1]
+    elif arg.startswith(f"--{flag}="):
+      path = arg.split("=", 1)[1]
+    elif arg.startswith((f"--{flag}.", f"--no{flag}.")):
+      overrides.append(arg.split(".", 1)[1].split("=", 1)[0])
+  if path is None:
+    return None  # absl's "Flag --config must have a value" says it
+  try:
+    config = load_config(path)
+  except ValueError as error:
+    return str(error)
+  names = field_names(config)
+  for name in overrides:
+    if name not in names:
+      # The closest fields under the same parent first (a typo), else the closest anywhere.
+      parent = name.rpartition(".")[0]
+      siblings = [n for n in names if n.rpartition(".")[0] == parent]
+      close = (difflib.get_close_matches(name, siblings, n=3, cutoff=0.6) or
+               difflib.get_close_matches(name, names, n=3, cutoff=0.4))
+      hint = (f"did you mean {' or '.join('--config.' + c for c in close)}?" if close else
+              f"its fields are in {path} and configs/default.py.")
+      return f"--{flag}.{name}: the config {path} has no field {name!r}; {hint}"
+  return None

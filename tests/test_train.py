@@ -178,6 +178,31 @@ def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, 
   assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--config", "configs/nope.py"],
+     "error: config file configs/nope.py does not exist; pass one of the files in configs/, e.g. --config "
+     "configs/gopro.py."),
+    (["--config=configs/smoke.py", "--config.no_such_field=3"],
+     "error: --config.no_such_field: the config configs/smoke.py has no field 'no_such_field'; did you mean "),
+    (["--config", "configs/smoke.py", "--config.data.num_worker=0"],
+     "error: --config.data.num_worker: the config configs/smoke.py has no field 'data.num_worker'; did you mean "
+     "--config.data.num_workers?"),
+])
+def test_first_contact_command_line_mistakes_are_one_sentence(tmp_path, args, message):
+  done = subprocess.run([sys.executable, "train.py", *args, "--workdir", str(tmp_path / "w")], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 1 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1].startswith(message)
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_good_command_line_passes_the_check():
+  from simplenet_jax import config_files  # pylint: disable=g-import-not-at-top
+  argv = ["train.py", "--config", str(ROOT / "configs/smoke.py"), "--workdir", "w", "--config.model.widths=(4,4,4)",
+          "--config.data.hflip=False", "--noconfig.data.vflip"]
+  assert config_files.command_line_error(argv) is None
+
+
 def test_bfloat16_train_step_keeps_the_image_and_the_residual_add_float32(data_root):
   """The batch's sharp image is the float32 model's own prediction, so the float32 loss is ~0 and the bf16
   loss is the mean bf16 error. The tail is scaled so that the residual is ~0.02 (a trained model's is
