@@ -178,6 +178,18 @@ def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, 
   assert not (tmp_path / "checkpoints").exists()
 
 
+def test_train_psnr_of_an_exact_prediction_is_finite(data_root):
+  """The untrained network is the identity (zero tail), so a pair with sharp == blur has MSE 0."""
+  config = smoke_config(data_root)
+  tx = train.make_optimizer(config)
+  graphdef, state = train.create_train_state(config, tx)
+  image = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+  step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx, compute_dtype=jnp.float32,
+                                   learning_rate_fn=train.learning_rate_schedule(config)))
+  _, metrics = step(state, {"blur": image, "sharp": image})
+  assert float(metrics.compute()["psnr"]) == pytest.approx(100.0)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--config", "configs/nope.py"],
      "error: config file configs/nope.py does not exist; pass one of the files in configs/, e.g. --config "
