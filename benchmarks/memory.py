@@ -46,7 +46,7 @@ def train_step_memory(config, batch_shape, dtype: str) -> dict:
   tx = train.make_optimizer(config)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0))))
   abstract_state = jax.eval_shape(lambda: train.create_train_state(config, tx)[1])
-  batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.float32) for k in ("blur", "sharp")}
+  batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.uint8) for k in ("blur", "sharp")}  # as the pipeline feeds it
   step = jax.jit(functools.partial(train.train_step, graphdef=graphdef, tx=tx,
                                    learning_rate_fn=train.learning_rate_schedule(config),
                                    compute_dtype=train.COMPUTE_DTYPES[dtype]), donate_argnums=(0,))

@@ -33,7 +33,7 @@ replicated, batched = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 tx = train.make_optimizer(config)
 state = jax.eval_shape(lambda: train.create_train_state(config, tx)[1])
 state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), state)
-batch = {{k: jax.ShapeDtypeStruct((8, 256, 256, 3), jnp.float32, sharding=batched) for k in ("blur", "sharp")}}
+batch = {{k: jax.ShapeDtypeStruct((8, 256, 256, 3), jnp.uint8, sharding=batched) for k in ("blur", "sharp")}}
 image = jax.ShapeDtypeStruct((1, 720, 1280, 3), jnp.float32)
 image_u8 = jax.ShapeDtypeStruct((1, 720, 1280, 3), jnp.uint8)
 
