@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import glob
 import logging
-import os
 import pathlib
 import sys
 
@@ -24,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 import png
 import tqdm
+from etils import epath
 from PIL import Image
 from PIL import ImageOps
 
 from simplenet_jax import evaluate
 from simplenet_jax import inference
+from simplenet_jax import paths
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DEFAULT_MAX_PIXELS = 1_500_000  # above this, tile (whole-image inference of 12 MP needs ~tens of GB)
@@ -86,19 +87,20 @@ def _split_channels(pixels: np.ndarray, bits: int) -> Photo:
   return Photo(color, alpha, bits)
 
 
-def write_photo(path: pathlib.Path, rgb: np.ndarray, alpha: np.ndarray | None, bits: int) -> None:
-  """Lossless PNG at the input's bit depth; the alpha channel as it was read."""
+def write_photo(path: epath.Path, rgb: np.ndarray, alpha: np.ndarray | None, bits: int) -> None:
+  """Lossless PNG at the input's bit depth; the alpha channel as it was read. `path` may be in a bucket."""
   scale = 65535 if bits == 16 else 255
   channels = [rgb] if alpha is None else [rgb, alpha[..., None]]
   pixels = np.round(np.clip(np.concatenate(channels, axis=-1), 0, 1) * scale)
-  if bits == 16:
-    mode = "RGBA;16" if alpha is not None else "RGB;16"
-    png.from_array(pixels.astype(np.uint16).reshape(pixels.shape[0], -1), mode).save(str(path))
-  else:
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
+  with path.open("wb") as f:
+    if bits == 16:
+      mode = "RGBA;16" if alpha is not None else "RGB;16"
+      png.from_array(pixels.astype(np.uint16).reshape(pixels.shape[0], -1), mode).write(f)
+    else:
+      Image.fromarray(pixels.astype(np.uint8)).save(f, format="PNG")
 
 
-def output_path(out: pathlib.Path, source: pathlib.Path) -> pathlib.Path:
+def output_path(out: epath.Path, source: pathlib.Path) -> epath.Path:
   return out / f"{source.stem}.png"
 
 
@@ -119,13 +121,11 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.ERROR)
 
-  out = pathlib.Path(args.out)
+  out = paths.user_path(args.out)  # a local folder or a bucket URL
   try:
-    out.mkdir(parents=True, exist_ok=True)
-  except OSError as error:
-    return _fail(f"cannot create the output folder {out} ({error.strerror}); pass a writable --out.")
-  if not os.access(out, os.W_OK):
-    return _fail(f"the output folder {out} is not writable; pass a writable --out.")
+    paths.check_writable(out, "output folder", "--out")
+  except ValueError as error:
+    return _fail(str(error))
   files, unmatched = collect_inputs(args.inputs)
   if not files:
     return _fail(f"no jpg/png/webp images in {', '.join(args.inputs)}.")
@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _duplicates(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+def _duplicates(targets: list[epath.Path]) -> list[epath.Path]:
   seen, clashes = set(), []
-  for path in paths:
+  for path in targets:
     if path in seen:
       clashes.append(path)
     seen.add(path)

@@ -12,9 +12,10 @@ import csv
 import dataclasses
 import functools
 import heapq
+import io
 import json
+import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -23,12 +24,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from etils import epath
 from flax import nnx
 from PIL import Image
 
 from simplenet_jax import checkpointing
 from simplenet_jax import inference
 from simplenet_jax import metrics
+from simplenet_jax import paths
 from simplenet_jax.data import pipeline
 from simplenet_jax.data import prepare
 from simplenet_jax.models import SimpleNet
@@ -190,12 +193,13 @@ def mean_metrics(results: list[ImageResult]) -> dict[str, float]:
   return means
 
 
-def load_model(workdir: str | pathlib.Path, checkpoint: str = "latest"
+def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
                ) -> tuple[ml_collections.ConfigDict, ApplyFn, int]:
   """(the config it was trained with, a jitted apply function, the checkpoint's step) from a workdir.
 
   `checkpoint` is "latest", "best" (by evaluation PSNR) or a step number. Only the parameters are read.
   """
+  paths.check_reachable(workdir, "workdir")
   manager = checkpointing.create_manager(workdir, keep=1, read_only=True)
   steps = manager.all_steps()
   if not steps:
@@ -222,26 +226,27 @@ def load_model(workdir: str | pathlib.Path, checkpoint: str = "latest"
   return config, functools.partial(forward, params), step
 
 
-def write_results(results: list[ImageResult], out: pathlib.Path, extra: dict) -> dict:
+def write_results(results: list[ImageResult], out: epath.Path, extra: dict) -> dict:
   """`results.csv` (one row per image) and `summary.json` (means and the run's facts) in `out`."""
   out.mkdir(parents=True, exist_ok=True)
   conventions = list(results[0].ssim) if results else []
-  with open(out / "results.csv", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["scene", "name", "input_psnr"] + [f"input_ssim_{c}" for c in conventions] + ["psnr"] +
-                    [f"ssim_{c}" for c in conventions] + ["seconds"])
-    for r in results:
-      scene, name = r.name.split("/", 1) if "/" in r.name else ("", r.name)
-      writer.writerow([scene, name, f"{r.input_psnr:.6f}"] + [f"{r.input_ssim[c]:.8f}" for c in conventions] +
-                      [f"{r.psnr:.6f}"] + [f"{r.ssim[c]:.8f}" for c in conventions] + [f"{r.seconds:.4f}"])
+  table = io.StringIO()
+  writer = csv.writer(table)
+  writer.writerow(["scene", "name", "input_psnr"] + [f"input_ssim_{c}" for c in conventions] + ["psnr"] +
+                  [f"ssim_{c}" for c in conventions] + ["seconds"])
+  for r in results:
+    scene, name = r.name.split("/", 1) if "/" in r.name else ("", r.name)
+    writer.writerow([scene, name, f"{r.input_psnr:.6f}"] + [f"{r.input_ssim[c]:.8f}" for c in conventions] +
+                    [f"{r.psnr:.6f}"] + [f"{r.ssim[c]:.8f}" for c in conventions] + [f"{r.seconds:.4f}"])
+  (out / "results.csv").write_text(table.getvalue())
   summary = {**mean_metrics(results), "seconds": float(np.mean([r.seconds for r in results])) if results else 0,
              "images": len(results), "conventions": conventions, **extra}
   (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary
 
 
-def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = None, dataset: str | None = None,
-                     out: str | pathlib.Path | None = None, conventions=metrics.CONVENTIONS,
+def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None, dataset: str | None = None,
+                     out: str | os.PathLike | None = None, conventions=metrics.CONVENTIONS,
                      checkpoint: str = "latest", save_images: bool = False, worst_best: int = 3,
                      batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = 32) -> dict:
   """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
@@ -262,9 +267,9 @@ def evaluate_workdir(workdir: str | pathlib.Path, *, data_root: str | None = Non
     prepare.build(data.dataset, data.root, blur_kind=data.blur_kind, storage=pipeline.storage(data))
   elif dataset is not None:
     data.dataset = dataset
-  out = pathlib.Path(out) if out is not None else pathlib.Path(workdir) / "eval" / f"step_{step}"
+  out = paths.user_path(out) if out is not None else paths.user_path(workdir) / "eval" / f"step_{step}"
   split = pipeline.open_split(data, data.eval_split)
-  _check_writable(out)  # before the work, not after it
+  paths.check_writable(out, "output folder", "--out")  # before the work, not after it
   extremes = Extremes(worst_best if save_images else 0)
   progress = tqdm.tqdm(desc="evaluating", unit="image", total=len(split))  # counts scored images
   pairs = pipeline.eval_iter(split, data)
@@ -298,28 +303,19 @@ def _inference_fn(network: ApplyFn, *, ensemble: bool, tile: int, overlap: int) 
   return lambda images: jnp.concatenate([one(images[i:i + 1]) for i in range(images.shape[0])])
 
 
-def write_png(path: pathlib.Path, pixels: np.ndarray) -> None:
+def write_png(path: epath.Path, pixels: np.ndarray) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(pixels).save(path)
+  with path.open("wb") as f:  # a local file or an object in a bucket
+    Image.fromarray(pixels).save(f, format="PNG")
 
 
-def write_extremes(out: pathlib.Path, extremes: Extremes) -> None:
+def write_extremes(out: epath.Path, extremes: Extremes) -> None:
   """OUT/worst/NN_<scene>_<frame>.png and OUT/best/NN_…png (rank NN from 01), replacing an earlier run's."""
   for folder, items in (("worst", extremes.lowest()), ("best", extremes.highest())):
     for old in (out / folder).glob("[0-9][0-9]_*.png"):
       old.unlink()
     for rank, (name, picture) in enumerate(items, 1):
       write_png(out / folder / f"{rank:02d}_{name.replace('/', '_')}.png", picture)
-
-
-def _check_writable(out: pathlib.Path) -> None:
-  try:
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=out):
-      pass
-  except OSError as error:
-    raise ValueError(f"cannot write to the output folder {out} ({error.strerror or error}); pass --out with a "
-                     "writable folder.") from None
 
 
 def _first_line(error: Exception) -> str:

@@ -122,7 +122,8 @@ def test_cli_bad_workdir_and_unwritable_output(photos, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
   run = _deblur_cli("--workdir", tmp_path, photos, "--out", blocker / "sub")
-  assert run.returncode == 1 and run.stderr.startswith(f"error: cannot create the output folder {blocker / 'sub'}")
+  assert run.returncode == 1 and run.stderr.startswith(f"error: cannot write to the output folder {blocker / 'sub'} (")
+  assert run.stderr.rstrip().endswith("); pass --out with a writable folder.") and "Traceback" not in run.stderr
 
 
 def test_read_photo_converts_gray_to_rgb(tmp_path):

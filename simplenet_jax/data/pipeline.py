@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from simplenet_jax import paths
 from simplenet_jax.data import builders
 from simplenet_jax.data import layouts
 from simplenet_jax.data.images import DatasetError
@@ -35,7 +36,8 @@ def default_tfds_dir(root: str | os.PathLike) -> str:
 
 
 def tfds_dir(data: ml_collections.ConfigDict) -> str:
-  return data.get("tfds_dir") or default_tfds_dir(data.root)
+  """The TFDS data folder of the config: an absolute local path, or a bucket URL as it is."""
+  return os.fspath(paths.user_path(data.get("tfds_dir") or default_tfds_dir(data.root)))
 
 
 def storage(data: ml_collections.ConfigDict) -> str:
@@ -120,6 +122,7 @@ def open_split(data: ml_collections.ConfigDict, split: str) -> SplitReader:
   sizes."""
   name, directory = tfds_name(data.dataset, data.blur_kind, storage(data)), tfds_dir(data)
   description = f"The data set {name} in {directory}"
+  paths.check_reachable(directory, "TFDS data folder")
   builder = tfds.builder(name, data_dir=directory)
   if not builder.is_prepared():
     raise DatasetError(f"No data set {name} is built in {directory}; build it with `{prepare_command(data)}`.")

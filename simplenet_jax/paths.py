@@ -1,0 +1,69 @@
+"""Every path a user gives (workdir, data, outputs) as an `etils.epath.Path`: a local folder or a bucket URL.
+
+`pathlib.Path("gs://bucket/run")` is the relative folder `gs:/bucket/run`; `epath.Path` keeps the URL and
+reaches the bucket through TensorFlow's gfile or fsspec, as orbax, clu and TFDS do.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from etils import epath
+
+URL_SCHEMES = ("gs://", "s3://", "az://", "hf://")
+PROBE_SECONDS = 60.0  # a bucket that does not answer by then is reported unreachable
+
+
+def is_url(path: str | os.PathLike) -> bool:
+  return os.fspath(path).startswith(URL_SCHEMES)
+
+
+def user_path(path: str | os.PathLike) -> epath.Path:
+  """A bucket URL as it is; a local path with `~` expanded, made absolute (orbax wants absolute paths)."""
+  if is_url(path):
+    return epath.Path(os.fspath(path))
+  return epath.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def check_reachable(path: str | os.PathLike, what: str, *, seconds: float = PROBE_SECONDS) -> None:
+  """One ValueError sentence if `path` is a bucket URL that cannot be read (no credentials, no network, no
+  such bucket), before any work starts; local paths are left to the code that uses them."""
+  if not is_url(path):
+    return
+  path, outcome = epath.Path(os.fspath(path)), {}
+
+  def probe():
+    try:
+      outcome["exists"] = path.exists()
+    except Exception as error:  # pylint: disable=broad-except  # each backend raises its own kind
+      outcome["error"] = error
+
+  thread = threading.Thread(target=probe, daemon=True)  # a backend retrying forever must not hang the run
+  thread.start()
+  thread.join(seconds)
+  hint = ("on a TPU or GCE VM, give its service account access to the bucket; elsewhere, run `gcloud auth "
+          "application-default login`")
+  if thread.is_alive():
+    raise ValueError(f"cannot reach the {what} {path}: no answer within {seconds:.0f} s (no network or no "
+                     f"credentials?); {hint}.")
+  if "error" in outcome:
+    raise ValueError(f"cannot reach the {what} {path} ({first_line(outcome['error'])}); {hint}.")
+
+
+def first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+
+
+def check_writable(folder: epath.Path, what: str, flag: str) -> None:
+  """Creates `folder` and writes and removes a file in it: one ValueError sentence (naming `flag`) if that
+  fails, before any work is done."""
+  check_reachable(folder, what)
+  probe = folder / ".simplenet_write_test"
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except Exception as error:  # pylint: disable=broad-except  # OSError here, gfile's own errors on a bucket
+    reason = getattr(error, "strerror", None) or first_line(error)
+    raise ValueError(f"cannot write to the {what} {folder} ({reason}); pass {flag} with a writable folder.") from None
