@@ -57,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
   config.grad_clip_norm = 0.0  # 0 = no clipping
+  # A step whose loss or gradient is NaN or infinite is skipped (counted in train/nonfinite_total); this many
+  # in a row stop the run, with the last checkpoint intact.
+  config.max_consecutive_nonfinite = 5
   config.compute_dtype = "float32"  # or "bfloat16": bf16 features and weights; f32 master weights, image, residual add
   # GPU: compile the step with XLA's --xla_gpu_deterministic_ops (the DCN backward's scatter-add is otherwise
   # atomic, so gradients differ in their last bits between runs); slower. Other platforms ignore it.

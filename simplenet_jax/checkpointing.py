@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import logging
-import pathlib
+import os
 import sys
 import time
 from typing import Any
@@ -21,8 +21,10 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from simplenet_jax import paths
 from simplenet_jax.models.simplenet import EXECUTION_FIELDS
 
 CHECKPOINT_DIR = "checkpoints"
@@ -33,19 +35,29 @@ class CheckpointMismatchError(ValueError):
   """The workdir's checkpoint was written by a different model configuration."""
 
 
-def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-  return pathlib.Path(workdir).resolve() / CHECKPOINT_DIR
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+  return paths.user_path(workdir) / CHECKPOINT_DIR
 
 
-def create_manager(workdir: str | pathlib.Path, keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """Keeps the latest `keep` checkpoints and the best one by eval PSNR (checkpoints saved with metrics)."""
+def create_manager(workdir: str | os.PathLike, keep: int, *, save_every: int | None = None,
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  """Keeps the latest `keep` checkpoints and the best one by eval PSNR (checkpoints saved with metrics).
+
+  `manager.should_save(step)` is true every `save_every` steps and at the step all hosts agree to stop at
+  after a preemption notice (every process must ask at every step).
+  """
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep),
       checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
                                 keep_checkpoints_without_metrics=False),
   ])
-  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not read_only,
-                                         read_only=read_only, cleanup_tmp_directories=not read_only)
+  saving = checkpoint_managers.AnySavePolicy([
+      checkpoint_managers.FixedIntervalPolicy(save_every or 1),
+      checkpoint_managers.PreemptionCheckpointingPolicy(),
+  ])
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, save_decision_policy=saving,
+                                         create=not read_only, read_only=read_only,
+                                         cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("state", "data", "config"))
 

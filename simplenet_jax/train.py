@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import pathlib
+import os
 import signal
 import time
 from typing import Any
@@ -30,6 +30,7 @@ from simplenet_jax import checkpointing
 from simplenet_jax import evaluate
 from simplenet_jax import metrics
 from simplenet_jax import parallel
+from simplenet_jax import paths
 from simplenet_jax.data import pipeline
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models import validate_model_config
@@ -48,12 +49,35 @@ class TrainState:
   opt_state: optax.OptState
 
 
+@flax.struct.dataclass
+class Largest(clu_metrics.Metric):
+  """The largest value over the merged steps."""
+
+  value: jax.Array
+
+  @classmethod
+  def from_model_output(cls, values: jax.Array, **_) -> Largest:
+    return cls(value=jnp.asarray(values))
+
+  def merge(self, other: Largest) -> Largest:
+    return type(self)(value=jnp.maximum(self.value, other.value))
+
+  def compute(self) -> jax.Array:
+    return self.value
+
+
+def _mean_of_applied(name: str) -> type[clu_metrics.Average]:
+  """The mean of output `name` over the steps that were applied (a skipped step's NaN would poison it)."""
+  return clu_metrics.Average.from_fun(lambda finite, **out: {"values": out[name][None], "mask": finite[None]})
+
+
 TrainMetrics = clu_metrics.Collection.create(
-    loss=clu_metrics.Average.from_output("loss"),
-    psnr=clu_metrics.Average.from_output("psnr"),
-    grad_norm=clu_metrics.Average.from_output("grad_norm"),
+    loss=_mean_of_applied("loss"),
+    psnr=_mean_of_applied("psnr"),
+    grad_norm=_mean_of_applied("grad_norm"),
     learning_rate=clu_metrics.LastValue.from_output("learning_rate"),
-    nonfinite_steps=clu_metrics.Average.from_output("nonfinite"),
+    nonfinite_streak=Largest.from_output("nonfinite_streak"),  # the longest run of skipped steps
+    nonfinite_total=clu_metrics.LastValue.from_output("nonfinite_total"),  # skipped since step 0
 )
 
 
@@ -64,10 +88,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam (after optional clipping). A step whose gradient is NaN or infinite is skipped (the parameters and
+  Adam's moments stay as they were); the host stops the run at `config.max_consecutive_nonfinite` in a row."""
   adam = optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2)
   if config.grad_clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
-  return adam
+    adam = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
+  return optax.apply_if_finite(adam, max_consecutive_errors=config.max_consecutive_nonfinite)
 
 
 def create_train_state(config: ml_collections.ConfigDict,
@@ -83,8 +109,8 @@ MIN_MSE = 1e-10  # train PSNR at most 100 dB
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, learning_rate_fn: optax.Schedule,
                compute_dtype: Any) -> tuple[TrainState, clu_metrics.Collection]:
-  """One Adam step on the L1 loss. A non-finite loss or gradient leaves the state unchanged (and is counted
-  in the metrics, which the host checks), so a checkpoint never holds NaNs."""
+  """One Adam step on the L1 loss. A non-finite gradient leaves the parameters and the optimizer's moments
+  unchanged (`optax.apply_if_finite`, counted in the metrics), so a checkpoint never holds NaNs."""
 
   blur, sharp = metrics.to_float(batch["blur"]), metrics.to_float(batch["sharp"])  # uint8 from the pipeline
 
@@ -96,19 +122,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
     return jnp.mean(jnp.abs(pred - sharp)), pred
 
   (loss, pred), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  updated = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       opt_state=opt_state)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
-                           state.replace(step=state.step + 1))
+  new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state)
   # A crop predicted exactly (a flat sky, or an unblurred pair with the identity network) has MSE 0; the
   # bound caps its PSNR at 100 dB, so the logged mean is never inf.
   mse = jnp.maximum(jnp.mean((jnp.clip(pred, 0, 1) - sharp) ** 2, axis=(1, 2, 3)), MIN_MSE)
   return new_state, TrainMetrics.single_from_model_output(
-      loss=loss, psnr=jnp.mean(-10 * jnp.log10(mse)), grad_norm=grad_norm,
-      learning_rate=learning_rate_fn(state.step), nonfinite=1.0 - finite.astype(jnp.float32))
+      loss=loss, psnr=jnp.mean(-10 * jnp.log10(mse)), grad_norm=optax.global_norm(grads),
+      learning_rate=learning_rate_fn(state.step), finite=opt_state.last_finite & jnp.isfinite(loss),
+      nonfinite_streak=opt_state.notfinite_count, nonfinite_total=opt_state.total_notfinite)
 
 
 def step_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -120,7 +143,7 @@ def step_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] |
 def validate_training_config(config: ml_collections.ConfigDict) -> None:
   """One ValueError sentence for a training field that cannot work (the model fields: `SimpleNet`)."""
   positive_ints = ("batch_size", "num_train_steps", "lr_decay_steps", "log_every_steps",
-                   "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps")
+                   "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps", "max_consecutive_nonfinite")
   for field in positive_ints:
     value = config[field]
     if not isinstance(value, int) or value < 1:
@@ -137,18 +160,24 @@ def validate_training_config(config: ml_collections.ConfigDict) -> None:
 
 
 def quiet_library_logs() -> None:
-  """Keeps the terminal readable: INFO lines from this package and the metric writer; libraries' warnings."""
+  """Keeps the terminal readable: INFO lines from this package, the metric writer and clu's progress notes;
+  libraries' warnings."""
 
   def keep(record: logging.LogRecord) -> bool:
     return (record.levelno >= logging.WARNING or "simplenet_jax" in record.pathname
-            or record.pathname.endswith(("logging_writer.py", "train.py")))
+            or record.pathname.endswith(("logging_writer.py", "train.py", "clu/platform/local.py")))
 
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(keep)
 
 
 class StopOnSignal:
-  """SIGTERM/SIGINT (preemption, Ctrl-C) ask the loop to checkpoint and stop; a second Ctrl-C interrupts."""
+  """SIGTERM/SIGINT (preemption, Ctrl-C) ask the loop to checkpoint and stop; a second Ctrl-C interrupts.
+
+  One process only: with several, SIGTERM is left to JAX's preemption service, which agrees with every host
+  on the step to save and stop at (`CheckpointManager.reached_preemption`); a flag of one host's own would
+  leave it in the save while the others wait in the next step's all-reduce.
+  """
 
   def __init__(self):
     self.requested = False
@@ -161,7 +190,7 @@ class StopOnSignal:
     logging.warning("received %s: saving a checkpoint and stopping", signal.Signals(signum).name)
 
   def __enter__(self):
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1 else ():
       try:
         self._previous[signum] = signal.signal(signum, self._handler)
       except ValueError:  # not the main thread (e.g. a notebook worker): no signal handling
@@ -173,13 +202,31 @@ class StopOnSignal:
       signal.signal(signum, handler)
 
 
-def _check_finite(summary: dict[str, float], step: int, manager, workdir) -> None:
-  if summary.get("nonfinite_steps", 0) > 0 or not np.isfinite(summary.get("loss", 0.0)):
+def _log_train(pending: clu_metrics.Collection, step: int, config, writer, manager, workdir,
+               skipped_before: int) -> dict[str, float]:
+  """Writes the window's train metrics and logs them; a streak of skipped (non-finite) steps ends the run."""
+  summary = {k: float(v) for k, v in pending.compute().items()}
+  streak, total = int(summary.pop("nonfinite_streak")), int(summary["nonfinite_total"])
+  if streak >= config.max_consecutive_nonfinite:
     last = manager.latest_step()
     kept = f"the last good checkpoint (step {last}) is intact" if last is not None else "no checkpoint was saved"
     raise NonFiniteError(
-        f"training stopped at step {step}: the loss or a gradient became NaN or infinite; {kept} in "
+        f"training stopped at step {step}: the loss or a gradient became NaN or infinite in {streak} consecutive "
+        f"steps (config.max_consecutive_nonfinite = {config.max_consecutive_nonfinite}); {kept} in "
         f"{checkpointing.checkpoint_dir(workdir)}. Lower --config.learning_rate or set --config.grad_clip_norm.")
+  if total > skipped_before:
+    logging.warning("skipped %d step(s) whose loss or gradient was NaN or infinite (%d since step 0)",
+                    total - skipped_before, total)
+  writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+  logging.info("step %d/%d  loss %.4f  train PSNR %.2f dB  lr %.2e", step, config.num_train_steps,
+               summary["loss"], summary["psnr"], summary["learning_rate"])
+  return summary
+
+
+def progress_reporter(config: ml_collections.ConfigDict, writer) -> periodic_actions.ReportProgress:
+  """clu's progress line (steps/s, percent done, ETA in days, hours and minutes) once a minute, and the
+  steps/s scalar to TensorBoard."""
+  return periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer, every_secs=60.0)
 
 
 def _eval_and_log(config, eval_split: pipeline.SplitReader, apply_fn, writer, step: int) -> dict[str, float]:
@@ -201,19 +248,20 @@ def _eval_and_log(config, eval_split: pipeline.SplitReader, apply_fn, writer, st
   return means
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
   """Trains (or resumes) in `workdir` until `config.num_train_steps`.
 
   Returns {"step", "train": the last logged train metrics, "eval": the last evaluation's means}.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = paths.user_path(workdir)  # a gs:// URL stays one
   validate_training_config(config)
   validate_model_config(config.model)  # before anything is written to the workdir
+  paths.check_reachable(workdir, "workdir")
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated(mesh)
 
-  manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, save_every=config.checkpoint_every_steps)
   latest = manager.latest_step()
   if latest is not None:
     checkpointing.check_compatible(checkpointing.saved_meta(manager, latest)["config"], config, workdir)
@@ -228,7 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                   num_workers=config.data.num_workers)
     logging.info("resuming from the checkpoint of step %d in %s", latest, checkpointing.checkpoint_dir(workdir))
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(os.fspath(workdir), just_logging=jax.process_index() > 0)
   step_fn = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, learning_rate_fn=learning_rate_schedule(config),
                         compute_dtype=COMPUTE_DTYPES[config.compute_dtype]),
@@ -236,42 +284,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       donate_argnums=(0,), compiler_options=step_compiler_options(config))
   apply_fn = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image),
                      in_shardings=(replicated, replicated), out_shardings=replicated)
-  report_progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)
+  report_progress = progress_reporter(config, writer)
 
-  step = int(state.step)
-  first_step, start = step, time.perf_counter()
-  window_start, window_step = start, step
-  pending, summary, eval_means = None, {}, {}
-  with StopOnSignal() as stop, contextlib.closing(train_iter):
+  step, summary, eval_means, pending = int(state.step), {}, {}, None
+  first_step, start, skipped = step, time.perf_counter(), int(state.opt_state.total_notfinite)
+  # closing(manager): a save in flight is finished even when the run ends in an error.
+  with StopOnSignal() as stop, contextlib.closing(train_iter), contextlib.closing(manager):
     while step < config.num_train_steps:
       state, step_metrics = step_fn(state, parallel.global_batch(next(train_iter), mesh))
       pending = step_metrics if pending is None else pending.merge(step_metrics)
       step += 1
       report_progress(step)
+      # Asked by every process at every step: a preempted host makes them all agree on one step to stop at.
+      stop_now = manager.reached_preemption(step) or stop.requested
       last = step == config.num_train_steps
       evaluate_now = step % config.eval_every_steps == 0 or last
-      save_now = step % config.checkpoint_every_steps == 0 or last or evaluate_now or stop.requested
+      save_now = manager.should_save(step) or last or evaluate_now or stop_now
       if step % config.log_every_steps == 0 or save_now:
-        summary = {k: float(v) for k, v in pending.compute().items()}
-        pending = None
-        _check_finite(summary, step, manager, workdir)
-        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items() if k != "nonfinite_steps"})
-        now = time.perf_counter()
-        rate = (step - window_step) / (now - window_start)
-        window_start, window_step = now, step
-        eta = (config.num_train_steps - step) / max(rate, 1e-9)
-        logging.info("step %d/%d  loss %.4f  train PSNR %.2f dB  lr %.2e  %.2f steps/s  ETA %s", step,
-                     config.num_train_steps, summary["loss"], summary["psnr"], summary["learning_rate"], rate,
-                     time.strftime("%H:%M:%S", time.gmtime(eta)))
+        summary = _log_train(pending, step, config, writer, manager, workdir, skipped)
+        pending, skipped = None, int(summary["nonfinite_total"])
       if evaluate_now:
         eval_means = _eval_and_log(config, eval_split, lambda image: apply_fn(state.params, image), writer, step)
       if save_now:
         psnr = {checkpointing.BEST_METRIC: eval_means["psnr"]} if evaluate_now and eval_means else None
         checkpointing.save(manager, step, state, train_iter, config, metrics=psnr)
-      if stop.requested:
+      if stop_now:
         logging.warning("stopped at step %d; the checkpoint is saved, run the same command to resume", step)
         break
-  manager.wait_until_finished()
   writer.flush()
   if step > first_step:
     logging.info("trained steps %d→%d in %.0f s", first_step, step, time.perf_counter() - start)

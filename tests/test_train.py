@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -150,19 +151,59 @@ def test_incompatible_checkpoint_is_refused_without_overwriting(data_root, tmp_p
   assert result["step"] == 3
 
 
-def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(data_root, tmp_path):
-  train.train_and_evaluate(smoke_config(data_root, num_train_steps=2), tmp_path)
-  good = params_of(tmp_path, smoke_config(data_root))
+def poison_batches(monkeypatch, bad_steps):
+  """Training reads float32 batches (one compiled step) whose blurred input is NaN at the given 1-based steps."""
+  real, steps = train.pipeline.train_dataset, iter(range(1, 10**6))
+
+  def poisoned(batch):
+    batch = {key: image.astype(np.float32) / 255 for key, image in batch.items()}
+    if next(steps) in bad_steps:
+      batch["blur"][:] = np.nan
+    return batch
+
+  monkeypatch.setattr(train.pipeline, "train_dataset", lambda *args, **kwargs: real(*args, **kwargs).map(poisoned))
+
+
+def saved_state(workdir, config, step):
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, read_only=True)
+  _, state = train.create_train_state(config, train.make_optimizer(config))
+  return checkpointing.restore(manager, step, checkpointing.abstract_like(state), None)
+
+
+def test_an_isolated_non_finite_step_is_skipped_and_counted(data_root, tmp_path, monkeypatch):
+  poison_batches(monkeypatch, {3})
+  config = smoke_config(data_root, num_train_steps=5, checkpoint_every_steps=1, keep_checkpoints=10,
+                        log_every_steps=1, eval_every_steps=100)
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result["step"] == 5 and result["train"]["nonfinite_total"] == 1
+  assert np.isfinite(result["train"]["loss"])
+  before, skipped, after = (saved_state(tmp_path, config, step) for step in (2, 3, 4))
+  # Step 3 changed neither the parameters nor Adam's moments; step 4 trained again.
+  for a, b in zip(jax.tree.leaves((before.params, before.opt_state)), jax.tree.leaves((skipped.params,
+                                                                                      skipped.opt_state))):
+    if np.asarray(a).dtype.kind == "f":
+      np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(skipped.params),
+                                                      jax.tree.leaves(after.params)))
+  assert int(skipped.opt_state.total_notfinite) == 1 and int(after.opt_state.notfinite_count) == 0
+
+
+def test_a_streak_of_non_finite_steps_stops_with_a_clear_message_and_keeps_good_checkpoints(
+    data_root, tmp_path, monkeypatch):
+  poison_batches(monkeypatch, {3, 5, 6, 7})  # an isolated one, then a streak ending inside a log window
+  config = smoke_config(data_root, num_train_steps=12, checkpoint_every_steps=2, keep_checkpoints=10,
+                        log_every_steps=2, eval_every_steps=100, max_consecutive_nonfinite=3)
   with pytest.raises(train.NonFiniteError) as info:
-    train.train_and_evaluate(smoke_config(data_root, learning_rate=1e30, lr_decay_rate=1.0), tmp_path)
+    train.train_and_evaluate(config, tmp_path)
   message = str(info.value)
-  assert message.startswith("training stopped at step ")
-  assert "the loss or a gradient became NaN or infinite; the last good checkpoint (step 2) is intact" in message
-  assert "Lower --config.learning_rate or set --config.grad_clip_norm." in message
-  manager = checkpointing.create_manager(tmp_path, 3, read_only=True)
-  assert manager.latest_step() == 2
-  for a, b in zip(good, params_of(tmp_path, smoke_config(data_root))):
-    np.testing.assert_array_equal(a, b)
+  assert message.startswith("training stopped at step 8: the loss or a gradient became NaN or infinite in 3 "
+                            "consecutive steps (config.max_consecutive_nonfinite = 3); the last good checkpoint "
+                            "(step 6) is intact in ")
+  assert message.endswith("Lower --config.learning_rate or set --config.grad_clip_norm.")
+  manager = checkpointing.create_manager(tmp_path, 10, read_only=True)
+  assert manager.all_steps() == [2, 4, 6]
+  for step in manager.all_steps():
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(saved_state(tmp_path, config, step).params))
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -340,3 +381,88 @@ def test_two_processes_on_localhost_match_one_process(data_root, tmp_path):
   config = smoke_config(data_root, num_train_steps=3, eval_every_steps=100)
   result = train.train_and_evaluate(config, tmp_path / "two")
   assert result["step"] == 3
+
+
+def test_progress_eta_reads_in_days_past_24_hours(caplog):
+  """clu's progress note: at 1 step/s with 108,000 steps left the ETA is 1 day 6 hours (a clock format
+  that wraps at 24 h would read 06:00:00)."""
+  config = smoke_config("unused", num_train_steps=110_000)
+  report = train.progress_reporter(config, writer=None)
+  train.quiet_library_logs()
+  with caplog.at_level("INFO"):
+    report(1000, t=0.0)  # the first call only starts the clock
+    assert report(2000, t=1000.0)
+  notes = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+  assert notes and "1.0 steps/s" in notes[-1] and "ETA: 1d6h0m" in notes[-1], notes
+
+
+PREEMPTION_SCRIPT = """
+import json, logging, sys
+sys.path.insert(0, {root!r})
+from configs import smoke
+from simplenet_jax import parallel, train
+logging.basicConfig()
+config = smoke.get_config()
+config.data.root = {data!r}
+config.num_train_steps = int(sys.argv[2])
+config.log_every_steps = config.checkpoint_every_steps = config.eval_every_steps = 10_000
+config.distributed.enabled = True
+config.distributed.coordinator_address = {address!r}
+config.distributed.num_processes = 2
+config.distributed.process_id = int(sys.argv[1])
+parallel.initialize_distributed(config.distributed)
+reporter = train.progress_reporter
+
+
+def announcing(config, writer):  # tells the test that training runs (and at which step)
+  report = reporter(config, writer)
+
+  def call(step):
+    print(f"step {{step}}", flush=True)
+    return report(step)
+  return call
+
+
+train.progress_reporter = announcing
+logging.getLogger().setLevel(logging.INFO)  # for the "resuming" line
+result = train.train_and_evaluate(config, {workdir!r})
+print(json.dumps({{"step": result["step"]}}), flush=True)
+"""
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_and_resumes(data_root, tmp_path):
+  """Only process 0 is preempted; JAX's preemption service makes both save the same step and stop (a flag of
+  its own would leave process 0 in orbax's save barrier and process 1 in the next step's all-reduce)."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  workdir = tmp_path / "run"
+
+  def start(num_train_steps):
+    script = PREEMPTION_SCRIPT.format(root=str(ROOT), data=str(data_root), workdir=str(workdir),
+                                      address=f"localhost:{_free_port()}")
+    return [subprocess.Popen([sys.executable, "-u", "-c", script, str(i), str(num_train_steps)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+  def finish(procs):
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, stderr) in zip(procs, outs):
+      assert p.returncode == 0, stderr[-3000:]
+    return [json.loads(stdout.strip().splitlines()[-1])["step"] for stdout, _ in outs], outs
+
+  procs = start(100_000)
+  try:
+    for line in procs[0].stdout:  # wait until training runs
+      if line.startswith("step 3"):
+        break
+    procs[0].send_signal(signal.SIGTERM)
+    (stopped_0, stopped_1), outs = finish(procs)
+  finally:
+    for p in procs:
+      p.kill()
+  assert stopped_0 == stopped_1 and 3 < stopped_0 < 100_000
+  assert all("stopped at step %d; the checkpoint is saved" % stopped_0 in err for _, err in outs), outs[1][1][-2000:]
+  manager = checkpointing.create_manager(workdir, 3, read_only=True)
+  assert manager.all_steps() == [stopped_0]
+
+  (done_0, done_1), outs = finish(start(stopped_0 + 2))  # the same command resumes
+  assert done_0 == done_1 == stopped_0 + 2
+  assert all(f"resuming from the checkpoint of step {stopped_0}" in err for _, err in outs), outs[1][1][-2000:]
