@@ -113,7 +113,15 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
     else:
       logging.warning("the checkpoint's data iterator came from (processes, workers) = %s and this run has %s: "
                       "model and optimizer are restored, the data order starts afresh", saved_layout, layout)
-  return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+  try:
+    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+  except ValueError as error:
+    if "tree structures do not match" not in str(error):
+      raise
+    raise CheckpointMismatchError(
+        f"the checkpoint of step {step} in {manager.directory} holds a training state of another structure (an "
+        "earlier version of simplenet-jax, or another optimizer setting); use a new --workdir to train, or "
+        "eval.py and simplenet-deblur, which read only its parameters.") from None
 
 
 def abstract_like(tree: Any) -> Any:

@@ -13,6 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.ndimage
 import skimage.data
@@ -466,3 +467,17 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_and_resumes
   (done_0, done_1), outs = finish(start(stopped_0 + 2))  # the same command resumes
   assert done_0 == done_1 == stopped_0 + 2
   assert all(f"resuming from the checkpoint of step {stopped_0}" in err for _, err in outs), outs[1][1][-2000:]
+
+
+def test_a_checkpoint_of_another_optimizer_structure_is_one_sentence(data_root, tmp_path, monkeypatch):
+  """An earlier version's workdir (Adam without `apply_if_finite`, say) cannot resume: one sentence, not
+  orbax's tree diff; its parameters still evaluate."""
+  default = train.make_optimizer
+  monkeypatch.setattr(train, "make_optimizer", lambda config: optax.apply_if_finite(
+      optax.chain(optax.scale(1.0), optax.adam(train.learning_rate_schedule(config))), 5))
+  train.train_and_evaluate(smoke_config(data_root, num_train_steps=2, eval_every_steps=100), tmp_path)
+  monkeypatch.setattr(train, "make_optimizer", default)
+  with pytest.raises(checkpointing.CheckpointMismatchError) as info:
+    train.train_and_evaluate(smoke_config(data_root, num_train_steps=4), tmp_path)
+  assert str(info.value).startswith("the checkpoint of step 2 in ") and "another structure" in str(info.value)
+  assert "\n" not in str(info.value)
