@@ -220,8 +220,8 @@ def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
     graphdef, abstract_params = nnx.split(model)
     params = checkpointing.restore_params(manager, step, abstract_params)
   except (FileNotFoundError, KeyError, ValueError) as error:  # tensorstore reports damaged files as ValueError
-    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt ({_first_line(error)}); "
-                     "pass --checkpoint with another step.") from None
+    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt "
+                     f"({paths.first_line(error)}); pass --checkpoint with another step.") from None
   forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
   return config, functools.partial(forward, params), step
 
@@ -316,10 +316,6 @@ def write_extremes(out: epath.Path, extremes: Extremes) -> None:
       old.unlink()
     for rank, (name, picture) in enumerate(items, 1):
       write_png(out / folder / f"{rank:02d}_{name.replace('/', '_')}.png", picture)
-
-
-def _first_line(error: Exception) -> str:
-  return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
 
 
 def _test_root(path: str) -> str:

@@ -40,12 +40,17 @@ def smoke_config(data_root, **overrides):
   return config
 
 
+def saved_state(workdir, config, step=None):
+  """The `TrainState` of a checkpoint in `workdir` (default: the latest)."""
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, read_only=True)
+  _, state = train.create_train_state(config, train.make_optimizer(config))
+  step = manager.latest_step() if step is None else step
+  return checkpointing.restore(manager, step, checkpointing.abstract_like(state), None)
+
+
 def params_of(workdir, config):
   """The parameters of the latest checkpoint in `workdir`, as numpy leaves."""
-  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, read_only=True)
-  graphdef, state = train.create_train_state(config, train.make_optimizer(config))
-  restored = checkpointing.restore(manager, manager.latest_step(), checkpointing.abstract_like(state), None)
-  return [np.asarray(leaf) for leaf in jax.tree.leaves(restored.params)]
+  return [np.asarray(leaf) for leaf in jax.tree.leaves(saved_state(workdir, config).params)]
 
 
 def test_end_to_end_writes_checkpoints_events_and_evaluates(data_root, tmp_path):
@@ -163,12 +168,6 @@ def poison_batches(monkeypatch, bad_steps):
     return batch
 
   monkeypatch.setattr(train.pipeline, "train_dataset", lambda *args, **kwargs: real(*args, **kwargs).map(poisoned))
-
-
-def saved_state(workdir, config, step):
-  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, read_only=True)
-  _, state = train.create_train_state(config, train.make_optimizer(config))
-  return checkpointing.restore(manager, step, checkpointing.abstract_like(state), None)
 
 
 def test_an_isolated_non_finite_step_is_skipped_and_counted(data_root, tmp_path, monkeypatch):
