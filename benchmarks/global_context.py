@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from simplenet_jax.models.blocks import LGCR
+from simplenet_jax.models.global_context import LGCR
 from simplenet_jax.models.global_context import NonLocal
 from simplenet_jax.models.global_context import TensorLowRank
 from simplenet_jax.ops import non_local

@@ -17,6 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.deform_groups = 1  # offset groups G of every DeformConv
   config.model.lgcr_rank = 64  # CP reconstruction rank r (eq. 2)
   config.model.lgcr_softmax_axes = "chw"  # eq. 3 over all C·H·W values ("chw") or channels only ("c")
+  # Initialisations the paper does not give: LGCR's PReLU slopes (eq. 1; PyTorch's default) and the standard
+  # deviation of its 3×3×3 W_G (eq. 4; fan-in, 1/√27).
+  config.model.lgcr_initial_slope = 0.25
+  config.model.lgcr_kernel_3d_std = 27 ** -0.5
   config.model.use_pvb = True
   config.model.use_lgcr = True
   config.model.use_dr = True
@@ -56,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_decay_rate = 0.1 ** 0.5  # the paper prints √(10/10) = 1, which would be no decay at all
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
+  config.adam_eps = 1e-8  # optax's and PyTorch's default; the paper gives none
   config.grad_clip_norm = 0.0  # 0 = no clipping
   # A step whose loss or gradient is NaN or infinite is skipped (counted in train/nonfinite_total); this many
   # in a row stop the run, with the last checkpoint intact.

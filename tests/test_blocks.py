@@ -12,6 +12,7 @@ from simplenet_jax.models import DeformableResBlock
 from simplenet_jax.models import DeformConv
 from simplenet_jax.models import ResBlock
 from simplenet_jax.models.blocks import up_conv4x4
+from test_global_context import lgcr_numpy
 
 
 def _zero(param):
@@ -22,25 +23,50 @@ def _input(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
-# (block, the layer whose zeroing must turn the block into the identity)
+# (block, the layer whose zeroing must turn the block into the identity, its least change at initialisation
+# relative to the input's largest value: LGCR's eq. 3 softmax spreads over C·H·W values, so its residual
+# starts tiny; `test_lgcr_module_equals_its_numpy_transcription_where_its_effect_is_large` measures it)
 BLOCKS = [
-    (lambda rngs: ResBlock(6, rngs=rngs), lambda b: (_zero(b.conv3.kernel), _zero(b.conv3.bias))),
-    (lambda rngs: PVB(6, deform_groups=2, rngs=rngs), lambda b: (_zero(b.fuse.kernel), _zero(b.fuse.bias))),
-    (lambda rngs: DeformableResBlock(6, rngs=rngs), lambda b: (_zero(b.conv.kernel), _zero(b.conv.bias))),
-    (lambda rngs: LGCR(rank=5, rngs=rngs), lambda b: _zero(b.kernel_3d)),
+    (lambda rngs: ResBlock(6, rngs=rngs), lambda b: (_zero(b.conv3.kernel), _zero(b.conv3.bias)), 0.1),
+    (lambda rngs: PVB(6, deform_groups=2, rngs=rngs), lambda b: (_zero(b.fuse.kernel), _zero(b.fuse.bias)), 0.1),
+    (lambda rngs: DeformableResBlock(6, rngs=rngs), lambda b: (_zero(b.conv.kernel), _zero(b.conv.bias)), 0.1),
+    (lambda rngs: LGCR(rank=5, rngs=rngs), lambda b: _zero(b.kernel_3d), 1e-4),
 ]
 
 
-@pytest.mark.parametrize("make,zero_last", BLOCKS)
+@pytest.mark.parametrize("make,zero_last,least_change", BLOCKS)
 @pytest.mark.parametrize("shape", [(2, 9, 7, 6), (1, 5, 13, 6)])
-def test_shape_and_zeroed_last_layer_is_identity(make, zero_last, shape):
+def test_shape_and_zeroed_last_layer_is_identity(make, zero_last, least_change, shape):
   block = make(nnx.Rngs(0))
   x = _input(shape)
   y = block(x)
   assert y.shape == x.shape
-  assert not np.allclose(np.asarray(y), np.asarray(x)), "an initialised block should change its input"
+  change = float(np.abs(np.asarray(y) - np.asarray(x)).max() / np.abs(np.asarray(x)).max())
+  assert change > least_change, f"an initialised block changes its input by only {change:.1e} of it"
   zero_last(block)
   np.testing.assert_array_equal(np.asarray(block(x)), np.asarray(x))
+
+
+@pytest.mark.parametrize("softmax_axes", ["chw", "c"])
+def test_lgcr_module_equals_its_numpy_transcription_where_its_effect_is_large(softmax_axes):
+  """Every weight random and distinct per axis (slopes too), large enough that the refinement is a tenth of
+  the input or more, so that a swapped, dropped or mis-wired weight shows far above float rounding."""
+  rank, shape = 5, (2, 9, 7, 6)
+  block = LGCR(rank=rank, softmax_axes=softmax_axes, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(3)
+  for name in ("kernel_c", "kernel_h", "kernel_w"):
+    getattr(block, name)[...] = jnp.asarray(rng.normal(size=(3, rank)) * 4, jnp.float32)
+  for name in ("slopes_c", "slopes_h", "slopes_w"):
+    getattr(block, name)[...] = jnp.asarray(rng.uniform(-0.5, 0.5, size=rank), jnp.float32)
+  block.kernel_3d[...] = jnp.asarray(rng.normal(size=(3, 3, 3)) * 3, jnp.float32)
+  x = np.random.default_rng(4).normal(size=shape).astype(np.float32) + 1.0
+  weights = [np.asarray(getattr(block, name)[...], np.float64) for name in
+             ("kernel_c", "kernel_h", "kernel_w", "slopes_c", "slopes_h", "slopes_w", "kernel_3d")]
+  want = lgcr_numpy(x.astype(np.float64), *weights, softmax_axes)
+  got = np.asarray(block(jnp.asarray(x)), np.float64)
+  effect = np.abs(want - x).max()
+  assert effect > 0.1 * np.abs(x).max(), f"the weights do not make LGCR matter ({effect:.2e})"
+  np.testing.assert_allclose(got - x, want - x, atol=1e-4 * effect)
 
 
 def test_untrained_deform_conv_is_plain_conv_with_half_mask():

@@ -12,7 +12,7 @@ from flax import nnx
 from simplenet_jax.config_files import load_config
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models import validate_model_config
-from simplenet_jax.models.blocks import LGCR
+from simplenet_jax.models.global_context import LGCR
 from simplenet_jax.models.global_context import Identity
 from simplenet_jax.models.global_context import NonLocal
 from simplenet_jax.models.global_context import TensorLowRank

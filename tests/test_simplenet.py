@@ -108,12 +108,26 @@ def test_bad_input_is_one_clear_sentence(shape, message):
     ("lgcr_rank", 0, "config.model.lgcr_rank must be a positive int"),
     ("lgcr_softmax_axes", "hw", 'config.model.lgcr_softmax_axes must be "chw" or "c"'),
     ("use_dr", "no", "config.model.use_dr must be True or False"),
+    ("lgcr_initial_slope", float("nan"), "config.model.lgcr_initial_slope must be a finite number, got nan."),
+    ("lgcr_kernel_3d_std", -0.1, "config.model.lgcr_kernel_3d_std must be a finite number of at least 0, got -0.1."),
 ])
 def test_bad_model_config_is_one_clear_sentence(field, value, message):
   model_config = ml_collections.ConfigDict({**TINY, field: value})
   with pytest.raises(ValueError) as info:
     SimpleNet.from_config(model_config, rngs=nnx.Rngs(0))
   assert message in str(info.value)
+
+
+def test_lgcr_initialisation_fields_reach_the_module():
+  default = SimpleNet(**TINY, rngs=nnx.Rngs(0)).lgcr
+  model = SimpleNet.from_config(ml_collections.ConfigDict({**TINY, "lgcr_initial_slope": 0.1,
+                                                           "lgcr_kernel_3d_std": 0.5}), rngs=nnx.Rngs(0)).lgcr
+  for axis in "chw":
+    np.testing.assert_array_equal(np.asarray(getattr(default, f"slopes_{axis}")[...]), 0.25)
+    np.testing.assert_array_equal(np.asarray(getattr(model, f"slopes_{axis}")[...]), np.float32(0.1))
+  # the same random draw, scaled: 1/√27 by default, 0.5 here
+  np.testing.assert_allclose(np.asarray(model.kernel_3d[...]) / 0.5,
+                             np.asarray(default.kernel_3d[...]) * np.sqrt(27), rtol=1e-5)
 
 
 def _small_residual_model(scale: float = 0.02) -> SimpleNet:

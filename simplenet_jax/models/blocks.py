@@ -1,4 +1,5 @@
-"""The paper's blocks as Flax NNX modules (Li et al. 2021, Sec. 3; SPEC §1). NHWC throughout.
+"""The paper's convolutional blocks as Flax NNX modules (Li et al. 2021, Sec. 3; SPEC §1): ResBlock,
+DeformConv, PVB and DR. LGCR and the other global-context modules are in `global_context`. NHWC throughout.
 
 Every convolution pads explicitly (as PyTorch's ``padding=`` does) so that weights and results can be
 compared one to one with a PyTorch port: a 3×3 conv pads 1 (dilation d pads d), the stride-2 down-sampling
@@ -13,7 +14,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from simplenet_jax.ops import deform_conv2d
-from simplenet_jax.ops import global_context
 from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
 
 
@@ -109,32 +109,3 @@ class DeformableResBlock(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return x + self.conv(jax.nn.relu(self.deform(x)))
-
-
-class LGCR(nnx.Module):
-  """Light Global Context Refinement (Li et al. 2021, Sec. 3.1, eqs. 1–5); the maths is
-  ``ops.global_context.light_global_context_refinement``.
-
-  Attributes:
-    kernel_c, kernel_h, kernel_w: ``[3, r]`` Conv1D weights per pooled axis (eq. 1), no bias.
-    slopes_c, slopes_h, slopes_w: ``[r]`` PReLU slopes, one per rank (eq. 1), initialised to 0.25.
-    kernel_3d: ``[3, 3, 3]`` W_G of the raw residual (eq. 4), indexed (channel, row, column), no bias.
-  """
-
-  def __init__(self, *, rank: int = 64, softmax_axes: global_context.SoftmaxAxes = "chw", rngs: nnx.Rngs):
-    self.softmax_axes = softmax_axes
-    # Fan-in initialisation: 3 taps for each Conv1D, 27 for the Conv3D.
-    conv1d_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=())
-    self.kernel_c = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
-    self.kernel_h = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
-    self.kernel_w = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
-    self.slopes_c = nnx.Param(jnp.full((rank,), 0.25, jnp.float32))
-    self.slopes_h = nnx.Param(jnp.full((rank,), 0.25, jnp.float32))
-    self.slopes_w = nnx.Param(jnp.full((rank,), 0.25, jnp.float32))
-    self.kernel_3d = nnx.Param(jax.random.normal(rngs.params(), (3, 3, 3)) / jnp.sqrt(27.0))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return global_context.light_global_context_refinement(
-        x, self.kernel_c[...], self.kernel_h[...], self.kernel_w[...],
-        self.slopes_c[...], self.slopes_h[...], self.slopes_w[...], self.kernel_3d[...],
-        softmax_axes=self.softmax_axes)

@@ -1,7 +1,7 @@
 """The non-localized modules of Table 5/6 (Li et al. 2021, Sec. 4.4) for SimpleNet's LGCR slot (row 10 of
 SPEC §1), chosen by `config.model.global_context`:
 
-* ``"lgcr"``     LGCR (Sec. 3.1, eqs. 1–5), `blocks.LGCR` — the paper's module and the default.
+* ``"lgcr"``     LGCR (Sec. 3.1, eqs. 1–5), `LGCR` — the paper's module and the default.
 * ``"nonlocal"`` the embedded-Gaussian non-local block (Wang et al. 2018), `NonLocal`.
 * ``"tgm_trm"``  tensor generation + reconstruction, "T+T" (Chen et al. 2020), `TensorLowRank`.
 * ``"none"``     nothing in the slot (`Identity`). Table 5's "w/o" row is Baseline2, whose slot holds a
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from simplenet_jax.models.blocks import LGCR
+from simplenet_jax.ops import global_context as global_context_ops
 from simplenet_jax.ops import non_local
 from simplenet_jax.ops import tensor_low_rank
 
@@ -31,6 +31,42 @@ class Identity(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return x
+
+
+LGCR_INITIAL_SLOPE = 0.25  # PyTorch's nn.PReLU default; the paper gives no initialisation
+LGCR_KERNEL_3D_STD = 27 ** -0.5  # fan-in scale of the 3×3×3 W_G
+
+
+class LGCR(nnx.Module):
+  """Light Global Context Refinement (Li et al. 2021, Sec. 3.1, eqs. 1–5); the maths is
+  ``ops.global_context.light_global_context_refinement``.
+
+  Attributes:
+    kernel_c, kernel_h, kernel_w: ``[3, r]`` Conv1D weights per pooled axis (eq. 1), no bias; fan-in
+      initialisation (3 taps).
+    slopes_c, slopes_h, slopes_w: ``[r]`` PReLU slopes, one per rank (eq. 1), initialised to `initial_slope`.
+    kernel_3d: ``[3, 3, 3]`` W_G of the raw residual (eq. 4), indexed (channel, row, column), no bias; normal
+      with standard deviation `kernel_3d_std`.
+  """
+
+  def __init__(self, *, rank: int = 64, softmax_axes: global_context_ops.SoftmaxAxes = "chw",
+               initial_slope: float = LGCR_INITIAL_SLOPE, kernel_3d_std: float = LGCR_KERNEL_3D_STD,
+               rngs: nnx.Rngs):
+    self.softmax_axes = softmax_axes
+    conv1d_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=())
+    self.kernel_c = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
+    self.kernel_h = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
+    self.kernel_w = nnx.Param(conv1d_init(rngs.params(), (3, rank)))
+    self.slopes_c = nnx.Param(jnp.full((rank,), initial_slope, jnp.float32))
+    self.slopes_h = nnx.Param(jnp.full((rank,), initial_slope, jnp.float32))
+    self.slopes_w = nnx.Param(jnp.full((rank,), initial_slope, jnp.float32))
+    self.kernel_3d = nnx.Param(jax.random.normal(rngs.params(), (3, 3, 3)) * kernel_3d_std)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return global_context_ops.light_global_context_refinement(
+        x, self.kernel_c[...], self.kernel_h[...], self.kernel_w[...],
+        self.slopes_c[...], self.slopes_h[...], self.slopes_w[...], self.kernel_3d[...],
+        softmax_axes=self.softmax_axes)
 
 
 class NonLocal(nnx.Module):
@@ -89,11 +125,13 @@ class TensorLowRank(nnx.Module):
 
 
 def global_context_block(kind: str, channels: int, *, rank: int, softmax_axes: str,
-                         rngs: nnx.Rngs) -> nnx.Module:
+                         lgcr_initial_slope: float = LGCR_INITIAL_SLOPE,
+                         lgcr_kernel_3d_std: float = LGCR_KERNEL_3D_STD, rngs: nnx.Rngs) -> nnx.Module:
   """The module for `config.model.global_context` = ``kind`` at a ``channels``-wide feature map; ``rank``
-  is r of LGCR and T+T, ``softmax_axes`` LGCR's eq. 3 option."""
+  is r of LGCR and T+T, ``softmax_axes`` and the two initialisations LGCR's (eq. 3, eq. 1, eq. 4)."""
   if kind == "lgcr":
-    return LGCR(rank=rank, softmax_axes=softmax_axes, rngs=rngs)
+    return LGCR(rank=rank, softmax_axes=softmax_axes, initial_slope=lgcr_initial_slope,
+                kernel_3d_std=lgcr_kernel_3d_std, rngs=rngs)
   if kind == "nonlocal":
     return NonLocal(channels, rngs=rngs)
   if kind == "tgm_trm":

@@ -10,6 +10,7 @@ An encoder stage is ResBlock → PVB; a decoder stage is ResBlock → PVB → DR
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from simplenet_jax.models.blocks import ResBlock
 from simplenet_jax.models.blocks import conv3x3
 from simplenet_jax.models.blocks import up_conv4x4
 from simplenet_jax.models.global_context import GLOBAL_CONTEXT_OPTIONS
+from simplenet_jax.models.global_context import LGCR_INITIAL_SLOPE
+from simplenet_jax.models.global_context import LGCR_KERNEL_3D_STD
 from simplenet_jax.models.global_context import global_context_block
 from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
 
@@ -32,6 +35,8 @@ MODEL_DEFAULTS: dict[str, Any] = dict(
     deform_groups=1,
     lgcr_rank=64,
     lgcr_softmax_axes="chw",
+    lgcr_initial_slope=LGCR_INITIAL_SLOPE,
+    lgcr_kernel_3d_std=LGCR_KERNEL_3D_STD,
     use_pvb=True,
     use_lgcr=True,
     use_dr=True,
@@ -76,6 +81,8 @@ class SimpleNet(nnx.Module):
     widths: channels at scale 1, 1/2 and 1/4 (default 32/64/128, SPEC §1).
     deform_groups: offset groups G of every DeformConv.
     lgcr_rank, lgcr_softmax_axes: LGCR's CP rank r (eq. 2) and softmax axes (eq. 3).
+    lgcr_initial_slope, lgcr_kernel_3d_std: LGCR's initial PReLU slopes (eq. 1) and W_G's initial standard
+      deviation (eq. 4); the paper gives neither.
     use_pvb, use_lgcr, use_dr: False replaces that block by a vanilla ResBlock (Table 3).
     zero_init_tail: start the tail conv at zero, so the untrained network is the identity.
     global_context: the module in LGCR's slot (Table 5/6): "lgcr", "nonlocal", "tgm_trm" or "none"
@@ -86,7 +93,8 @@ class SimpleNet(nnx.Module):
   """
 
   def __init__(self, widths: Sequence[int] = (32, 64, 128), *, deform_groups: int = 1, lgcr_rank: int = 64,
-               lgcr_softmax_axes: str = "chw", use_pvb: bool = True, use_lgcr: bool = True,
+               lgcr_softmax_axes: str = "chw", lgcr_initial_slope: float = LGCR_INITIAL_SLOPE,
+               lgcr_kernel_3d_std: float = LGCR_KERNEL_3D_STD, use_pvb: bool = True, use_lgcr: bool = True,
                use_dr: bool = True, zero_init_tail: bool = True, global_context: str = "lgcr",
                dcn_tile_bytes: int = DEFAULT_TILE_BYTES, remat: bool = False, rngs: nnx.Rngs):
     c1, c2, c3 = widths
@@ -100,7 +108,9 @@ class SimpleNet(nnx.Module):
     self.down2 = conv3x3(c2, c3, stride=2, rngs=rngs)
     self.encoder3 = Stage(c3, decoder=False, **stage)
     self.lgcr = (global_context_block(global_context, c3, rank=lgcr_rank, softmax_axes=lgcr_softmax_axes,
-                                      rngs=rngs) if use_lgcr else ResBlock(c3, rngs=rngs))
+                                      lgcr_initial_slope=lgcr_initial_slope,
+                                      lgcr_kernel_3d_std=lgcr_kernel_3d_std, rngs=rngs)
+                 if use_lgcr else ResBlock(c3, rngs=rngs))
     self.decoder3 = Stage(c3, decoder=True, **stage)
     self.up2 = up_conv4x4(c3, c2, rngs=rngs)
     self.decoder2 = Stage(c2, decoder=True, **stage)
@@ -172,6 +182,12 @@ def validate_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if kwargs["lgcr_softmax_axes"] not in ("chw", "c"):
     raise ValueError(f'config.model.lgcr_softmax_axes must be "chw" or "c", got '
                      f'{kwargs["lgcr_softmax_axes"]!r}.')
+  for field in ("lgcr_initial_slope", "lgcr_kernel_3d_std"):
+    value = kwargs[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+        field == "lgcr_kernel_3d_std" and value < 0):
+      raise ValueError(f"config.model.{field} must be a finite number"
+                       f"{' of at least 0' if field == 'lgcr_kernel_3d_std' else ''}, got {value!r}.")
   tile_bytes = kwargs["dcn_tile_bytes"]
   if not isinstance(tile_bytes, int) or isinstance(tile_bytes, bool) or tile_bytes < 0:
     raise ValueError(f"config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got {tile_bytes!r}.")
