@@ -58,8 +58,8 @@ def environment() -> dict:
   """The facts a reader needs to compare two JSON files."""
   info = {"device": device_description(), "platform": jax.default_backend(), "jax": jax.__version__,
           "python": platform.python_version()}
-  torch = import_torch()
-  if torch is not None:
+  torch = sys.modules.get("torch")  # only where the benchmark itself uses it: importing torch after
+  if torch is not None:              # TensorFlow has loaded can crash (`import_torch`)
     info["torch"] = torch.__version__
     info["torch_threads"] = torch.get_num_threads()
   return info

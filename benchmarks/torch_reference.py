@@ -1,6 +1,7 @@
 """SimpleNet in PyTorch (torch + torchvision's `deform_conv2d`), built from and loaded with a JAX SimpleNet.
 
     python benchmarks/torch_reference.py --check    # float64 end-to-end agreement, every global_context
+    python benchmarks/torch_reference.py --check --global-context lgcr    # one of them (tests/test_torch_twin.py)
 
 Two uses:
 
@@ -121,7 +122,7 @@ class LGCR(nn.Module):
   """Eqs. 1–5 with PyTorch layers, NCHW: Conv1d(1→r, 3) + PReLU(r) per axis, the rank-r sum, a softmax
   over C·H·W (or C), Conv3d(1→1, 3) on the [N, 1, C, H, W] volume."""
 
-  def __init__(self, block: blocks.LGCR):
+  def __init__(self, block: global_context.LGCR):
     super().__init__()
     self.softmax_axes = block.softmax_axes
     rank = block.kernel_c.shape[1]
@@ -223,7 +224,7 @@ class SimpleNet(nn.Module):
 _CONVERTERS = {
     nnx.Conv: _conv2d, nnx.ConvTranspose: _conv_transpose2d, blocks.ResBlock: ResBlock,
     blocks.DeformConv: DeformConv, blocks.PVB: PVB, blocks.DeformableResBlock: DeformableResBlock,
-    blocks.LGCR: LGCR, global_context.NonLocal: NonLocal, global_context.TensorLowRank: TensorLowRank,
+    global_context.LGCR: LGCR, global_context.NonLocal: NonLocal, global_context.TensorLowRank: TensorLowRank,
     global_context.Identity: lambda _: nn.Identity(), simplenet.Stage: Stage, simplenet.SimpleNet: SimpleNet,
 }
 
@@ -284,11 +285,14 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--check", action="store_true", help="float64 JAX vs PyTorch on a random image")
   parser.add_argument("--tolerance", type=float, default=1e-8)
+  parser.add_argument("--global-context", choices=global_context.GLOBAL_CONTEXT_OPTIONS, action="append",
+                      help="check only this slot option (repeatable); default every one")
   args = parser.parse_args()
   if not args.check:
     parser.print_help()
     return
-  sys.exit(0 if check(tolerance=args.tolerance) else 1)
+  options = args.global_context or global_context.GLOBAL_CONTEXT_OPTIONS
+  sys.exit(0 if check(options, tolerance=args.tolerance) else 1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository root with the pinned dependencies and this package (editable).
-# Idempotent: a second run installs nothing unless requirements.txt changed.
+# Creates .venv in the repository root with the pinned dependencies and this package (editable);
+# `--torch` adds the torch extra (requirements-torch.txt: the PyTorch twin that the tests compare with).
+# Idempotent: a second run installs nothing unless a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,4 +16,9 @@ if ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet -r requirements.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
   cp requirements.txt "$stamp"
+fi
+if [ "${1:-}" = "--torch" ] && ! cmp -s requirements-torch.txt .venv/.requirements-torch.txt; then
+  echo "setup: installing PyTorch and torchvision for the twin tests (requirements-torch.txt; a few minutes)" >&2
+  .venv/bin/python -m pip install --quiet -r requirements-torch.txt
+  cp requirements-torch.txt .venv/.requirements-torch.txt
 fi
