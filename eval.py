@@ -1,7 +1,8 @@
 """Evaluates a trained workdir at full resolution: `python eval.py --workdir DIR [--data DIR] [...]`.
 
 Writes results.csv (one row per image) and summary.json (means) to --out (default WORKDIR/eval/step_N) and
-prints the means; --save-images adds the outputs and the worst and best images side by side with their input
+prints the means; on RealBlur-J the headline is RealBlur's own protocol (each output ECC-aligned to its
+sharp image, scored over the valid region), with the unaligned figures beside it. --save-images adds the outputs and the worst and best images side by side with their input
 and target. Consecutive images of one size are batched (--batch-size); the network compiles once per size.
 The work is in `simplenet_jax.evaluate.evaluate_workdir`.
 """
@@ -23,6 +24,10 @@ def main(argv=None) -> int:
   parser.add_argument("--out", help="output folder; default WORKDIR/eval/step_N")
   parser.add_argument("--convention", choices=("matlab", "python", "both"), default="both",
                       help="SSIM convention (SPEC §5); default both")
+  parser.add_argument("--align", choices=("auto", "on", "off"), default="auto",
+                      help="RealBlur's protocol: align each output (and input) to its sharp image by an ECC "
+                      "homography and score the valid region, beside the unaligned scores; auto: on for "
+                      "realblur_j only")
   parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
   parser.add_argument("--save-images", action="store_true",
                       help="also write the deblurred PNGs (OUT/images/) and blur | output | sharp pictures of the "
@@ -42,14 +47,21 @@ def main(argv=None) -> int:
                                         conventions=conventions, checkpoint=args.checkpoint,
                                         save_images=args.save_images, worst_best=args.worst_best,
                                         batch_size=args.batch_size, ensemble=args.ensemble,
-                                        tile=args.tile, overlap=args.overlap)
+                                        tile=args.tile, overlap=args.overlap,
+                                        aligned={"auto": None, "on": True, "off": False}[args.align])
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   print(f"{summary['images']} images, checkpoint step {summary['checkpoint_step']} ({summary['config']}):")
-  print(f"  PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
+  unaligned = ""
+  if summary["headline"] == "aligned":
+    print(f"  RealBlur protocol (ECC-aligned, valid region): PSNR {summary['psnr_aligned']:.2f} dB, SSIM "
+          f"{summary['ssim_aligned']:.4f} (blurred input {summary['input_psnr_aligned']:.2f} dB, "
+          f"{summary['input_ssim_aligned']:.4f})")
+    unaligned = "unaligned "
+  print(f"  {unaligned}PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
   for c in summary["conventions"]:
-    print(f"  SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} (blurred input {summary[f'input_ssim_{c}']:.4f})")
+    print(f"  {unaligned}SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} (blurred input {summary[f'input_ssim_{c}']:.4f})")
   saved = ", images/, worst/, best/" if args.save_images else ""
   print(f"  files: {summary['out']}/results.csv, summary.json{saved}")
   return 0

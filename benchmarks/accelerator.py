@@ -46,6 +46,7 @@ from PIL import Image
 from configs import gopro
 from model import forward_flops
 from simplenet_jax import evaluate
+from simplenet_jax import inference
 from simplenet_jax import train
 from simplenet_jax.data import pipeline
 from simplenet_jax.data import prepare
@@ -137,7 +138,7 @@ def evaluation_row(config, size, count: int) -> dict:
   forward = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
   pairs = [{**p, "blur": p["blur"] / np.float32(255), "sharp": p["sharp"] / np.float32(255)}
            for p in _photo_pairs(count + 1, *size)]
-  apply_fn = functools.partial(forward, params)
+  apply_fn = inference.at_any_size(functools.partial(forward, params))
   start = time.perf_counter()
   evaluate.evaluate_pairs(apply_fn, pairs[:1])  # compiles the network and the metrics for this size
   compile_s = time.perf_counter() - start

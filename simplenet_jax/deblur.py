@@ -19,7 +19,6 @@ import logging
 import pathlib
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 import png
 import tqdm
@@ -27,7 +26,6 @@ from etils import epath
 from PIL import Image
 from PIL import ImageOps
 
-from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import paths
 
@@ -134,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     return _fail(f"several inputs would be written to the same file {clashes[0]}; deblur them into "
                  "separate --out folders.")
   try:
-    _, apply_fn, step = evaluate.load_model(args.workdir, args.checkpoint)
+    inference.check_tiling(DEFAULT_TILE if args.tile is None else args.tile, args.overlap)
+    _, network, step = inference.load_model(args.workdir, args.checkpoint)
   except ValueError as error:
     return _fail(str(error))
+  deblur_fns = {}  # by tile size: the whole photo (0) and/or tiles
 
   failures = [(pattern, "matched no jpg/png/webp file") for pattern in unmatched]
   skipped = 0
@@ -152,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
       continue
     pixels = photo.rgb.shape[0] * photo.rgb.shape[1]
     tile = args.tile if args.tile is not None else (DEFAULT_TILE if pixels > args.max_pixels else 0)
+    if tile not in deblur_fns:
+      deblur_fns[tile] = inference.make_deblur_fn(network, ensemble=args.ensemble, tile=tile, overlap=args.overlap)
     try:
-      result = inference.deblur_image(lambda x: evaluate.deblur(apply_fn, x), jnp.asarray(photo.rgb)[None],
-                                      tile=tile, overlap=args.overlap, ensemble=args.ensemble)
-    except ValueError as error:
-      return _fail(str(error))
-    write_photo(target, np.asarray(result[0]), photo.alpha, photo.bits)
+      result = np.asarray(deblur_fns[tile](photo.rgb[None]))[0]
+    except ValueError as error:  # a photo too small for the network
+      failures.append((str(source), str(error)))
+      continue
+    write_photo(target, result, photo.alpha, photo.bits)
   done = len(files) - skipped - sum(1 for f, _ in failures if f not in unmatched)
   print(f"deblurred {done} photo(s) into {out} with the checkpoint of step {step}"
         + (f"; kept {skipped} existing output(s) (--overwrite replaces them)" if skipped else ""))

@@ -1,18 +1,90 @@
-"""Applying a trained network to whole images: the ×8 geometric self-ensemble and tiling with blended seams.
+"""Inference: a workdir's trained network applied to whole images of any size (SPEC §5).
 
-Both wrap an ``apply_fn`` that maps ``[N, H, W, 3]`` float images in [0, 1] of any size to the same shape
-(`evaluate.deblur` pads to the network's multiple of 4 and crops back).
+One path serves `eval.py`, training's periodic evaluation, `simplenet-deblur` and the benchmarks:
+
+* `load_model(workdir)`: the config, a jitted ``network`` (``[N, H, W, 3]`` floats in [0, 1], H and W
+  multiples of 4) and the checkpoint's step.
+* `make_deblur_fn(network, ensemble=…, tile=…)`: the function that deblurs ``[N, H, W, 3]`` of any size.
+  It reflect-pads to the network's multiple of 4 and crops back (`pad_to_multiple`), and optionally averages
+  the ×8 flips/rotations (`self_ensemble`) and/or runs overlapping tiles with blended seams (`tiled`).
+* `run_batch(deblur_fn, images, batch_size)`: uint8 outputs of same-sized images, as a saved PNG holds them,
+  at one compiled shape per image size; `same_shape_batches` groups a stream of pairs into such batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from flax import nnx
 
-ApplyFn = Callable[[jax.Array], jax.Array]
+from simplenet_jax import checkpointing
+from simplenet_jax import metrics
+from simplenet_jax import paths
+from simplenet_jax.models import SimpleNet
+from simplenet_jax.models.simplenet import SIZE_MULTIPLE
+
+ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → the same shape
+MIN_TILE = 16
+
+
+def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
+               ) -> tuple[ml_collections.ConfigDict, ApplyFn, int]:
+  """(the config it was trained with, the jitted network, the checkpoint's step) from a workdir.
+
+  `checkpoint` is "latest", "best" (by evaluation PSNR) or a step number. Only the parameters are read.
+  """
+  paths.check_reachable(workdir, "workdir")
+  manager = checkpointing.create_manager(workdir, keep=1, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise ValueError(f"workdir {workdir} has no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train "
+                     "first (python train.py --config ... --workdir ...) or pass the workdir you trained in.")
+  if checkpoint == "latest":
+    step = manager.latest_step()
+  elif checkpoint == "best":
+    step = manager.best_step() if manager.best_step() is not None else manager.latest_step()
+  elif checkpoint.isdigit() and int(checkpoint) in steps:
+    step = int(checkpoint)
+  else:
+    raise ValueError(f"checkpoint {checkpoint!r} is not in {workdir}; use latest, best or one of the saved "
+                     f"steps {sorted(steps)}.")
+  try:
+    config = ml_collections.ConfigDict(checkpointing.saved_meta(manager, step)["config"])
+    model = nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(model)
+    params = checkpointing.restore_params(manager, step, abstract_params)
+  except (FileNotFoundError, KeyError, ValueError) as error:  # tensorstore reports damaged files as ValueError
+    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt "
+                     f"({paths.first_line(error)}); pass --checkpoint with another step.") from None
+  forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
+  return config, functools.partial(forward, params), step
+
+
+def pad_to_multiple(image: jax.Array, multiple: int = SIZE_MULTIPLE) -> tuple[jax.Array, tuple[int, int]]:
+  """Reflect-pads the H and W of ``[N, H, W, C]`` up to a multiple; returns the padded batch and (H, W)."""
+  height, width = image.shape[1:3]
+  pad_h, pad_w = -height % multiple, -width % multiple
+  if pad_h > height - 1 or pad_w > width - 1:  # reflection needs at least pad + 1 pixels
+    raise ValueError(f"image of {height}×{width} pixels is too small to deblur; it needs at least "
+                     f"{multiple}×{multiple}.")
+  padded = jnp.pad(image, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+  return padded, (height, width)
+
+
+def at_any_size(network: ApplyFn) -> ApplyFn:
+  """The network on a batch of any H×W: pad by reflection, apply, crop back."""
+
+  def apply(image: jax.Array) -> jax.Array:
+    padded, (height, width) = pad_to_multiple(image)
+    return network(padded)[:, :height, :width]
+
+  return apply
 
 
 def _transform(x: jax.Array, k: int) -> jax.Array:
@@ -29,6 +101,14 @@ def _inverse(x: jax.Array, k: int) -> jax.Array:
 def self_ensemble(apply_fn: ApplyFn, image: jax.Array) -> jax.Array:
   """Mean of the network's outputs over the 8 flips × quarter turns, each mapped back (8× the cost)."""
   return sum(_inverse(apply_fn(_transform(image, k)), k) for k in range(8)) / 8
+
+
+def check_tiling(tile: int, overlap: int, *, whole_allowed: bool = True) -> None:
+  """One sentence for a tile size or overlap that cannot work (`tile` 0: no tiling, if `whole_allowed`)."""
+  if (tile or not whole_allowed) and tile < MIN_TILE:
+    raise ValueError(f"--tile must be at least {MIN_TILE} pixels, got {tile}.")
+  if tile and not 0 <= overlap < tile:
+    raise ValueError(f"--overlap must be at least 0 and smaller than the tile ({tile}), got {overlap}.")
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -57,10 +137,7 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int) -> jax.A
   is an approximation of the whole-image output (exact when the tile covers the image). Every window has
   the same shape, so the network compiles once.
   """
-  if tile < 16:
-    raise ValueError(f"--tile must be at least 16 pixels, got {tile}.")
-  if not 0 <= overlap < tile:
-    raise ValueError(f"--overlap must be at least 0 and smaller than the tile ({tile}), got {overlap}.")
+  check_tiling(tile, overlap, whole_allowed=False)
   _, height, width, channels = image.shape
   tile_h, tile_w = min(tile, height), min(tile, width)
   total = np.zeros((height, width, channels), np.float32)
@@ -77,8 +154,41 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int) -> jax.A
   return jnp.asarray(total / weight)[None]
 
 
-def deblur_image(apply_fn: ApplyFn, image: jax.Array, *, tile: int = 0, overlap: int = 32,
-                 ensemble: bool = False) -> jax.Array:
-  """``[1, H, W, 3]`` in [0, 1] → deblurred, optionally self-ensembled and/or tiled (`tile` 0 = whole)."""
-  fn = (lambda x: self_ensemble(apply_fn, x)) if ensemble else apply_fn
-  return tiled(fn, image, tile, overlap) if tile else fn(image)
+def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = 32) -> ApplyFn:
+  """The function that deblurs ``[N, H, W, 3]`` floats in [0, 1] of any size with `network`.
+
+  Plain, the whole batch goes through the network at once. With the ×8 `ensemble` and/or `tile` > 0
+  (overlapping tiles of that size, `overlap` pixels blended), images go one at a time; each tile and each
+  orientation is padded to the network's multiple of 4 on its own.
+  """
+  check_tiling(tile, overlap)
+  padded = at_any_size(network)
+  if not (ensemble or tile):
+    return padded
+  one = (lambda x: self_ensemble(padded, x)) if ensemble else padded
+  if tile:
+    one = functools.partial(tiled, one, tile=tile, overlap=overlap)
+  return lambda images: jnp.concatenate([one(images[i:i + 1]) for i in range(images.shape[0])])
+
+
+def same_shape_batches(pairs: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
+  """Runs of consecutive pairs of one image size, at most `batch_size` long, in the pairs' order."""
+  batch = []
+  for pair in pairs:
+    if batch and (len(batch) == batch_size or np.shape(pair["blur"]) != np.shape(batch[0]["blur"])):
+      yield batch
+      batch = []
+    batch.append(pair)
+  if batch:
+    yield batch
+
+
+def run_batch(deblur_fn: ApplyFn, images: list[np.ndarray], batch_size: int) -> np.ndarray:
+  """uint8 outputs of same-sized uint8 (or [0, 1]) images, as a saved PNG would hold them; uint8 goes to the
+  device as it is.
+
+  A short batch (the end of a run of one size) is filled up with copies of its last image, so that the
+  network sees one shape per image size and compiles once for it.
+  """
+  filled = np.stack(list(images) + [images[-1]] * (batch_size - len(images)))
+  return np.asarray(metrics.to_uint8(deblur_fn(metrics.to_float(filled))))[:len(images)]

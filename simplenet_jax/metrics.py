@@ -37,6 +37,11 @@ def to_uint8(image: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
+def as_uint8(image) -> np.ndarray:
+  """Host uint8 pixels of a NumPy or JAX image: uint8 as it is, [0, 1] floats through `to_uint8`."""
+  return np.asarray(image if image.dtype == np.uint8 else to_uint8(jnp.asarray(image)))
+
+
 def to_float(image: jax.Array) -> jax.Array:
   """uint8 pixels (as the input pipeline delivers them) → float32 in [0, 1], the model's range; floats pass."""
   image = jnp.asarray(image)

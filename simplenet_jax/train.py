@@ -28,9 +28,12 @@ from flax import nnx
 
 from simplenet_jax import checkpointing
 from simplenet_jax import evaluate
+from simplenet_jax import inference
 from simplenet_jax import metrics
 from simplenet_jax import parallel
 from simplenet_jax import paths
+from simplenet_jax import reports
+from simplenet_jax import scoring
 from simplenet_jax.data import pipeline
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models import validate_model_config
@@ -90,7 +93,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam (after optional clipping). A step whose gradient is NaN or infinite is skipped (the parameters and
   Adam's moments stay as they were); the host stops the run at `config.max_consecutive_nonfinite` in a row."""
-  adam = optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2)
+  adam = optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
   if config.grad_clip_norm > 0:
     adam = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
   return optax.apply_if_finite(adam, max_consecutive_errors=config.max_consecutive_nonfinite)
@@ -152,6 +155,8 @@ def validate_training_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.learning_rate must be positive, got {config.learning_rate!r}.")
   if not 0 < config.lr_decay_rate <= 1:
     raise ValueError(f"config.lr_decay_rate must be in (0, 1], got {config.lr_decay_rate!r}.")
+  if not 0 < config.adam_eps < 1:
+    raise ValueError(f"config.adam_eps must be in (0, 1), got {config.adam_eps!r}.")
   if not isinstance(config.deterministic, bool):
     raise ValueError(f"config.deterministic must be True or False, got {config.deterministic!r}.")
   if config.compute_dtype not in COMPUTE_DTYPES:
@@ -234,11 +239,11 @@ def _eval_and_log(config, eval_split: pipeline.SplitReader, apply_fn, writer, st
 
   def keep_grid(pair, output, _):
     if len(grids) < config.eval_grid_images:
-      grids.append(evaluate.side_by_side(pair["blur"], output, pair["sharp"]))
+      grids.append(reports.side_by_side(pair["blur"], output, pair["sharp"]))
 
   pairs = pipeline.eval_iter(eval_split, config.data, limit=config.eval_num_images or None)
-  results = evaluate.evaluate_pairs(apply_fn, pairs, on_image=keep_grid)
-  means = evaluate.mean_metrics(results)
+  results = evaluate.evaluate_pairs(inference.at_any_size(apply_fn), pairs, on_image=keep_grid)
+  means = scoring.mean_metrics(results)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in means.items()})
   if grids:
     writer.write_images(step, {f"eval/blur_output_sharp_{i}": g[None] for i, g in enumerate(grids)})

@@ -17,6 +17,8 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from simplenet_jax import evaluate
+from simplenet_jax import inference
+from simplenet_jax import reports
 from simplenet_jax.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -90,9 +92,9 @@ def test_padding_round_trips_odd_sizes_and_batches_equal_singles():
     shapes.append(x.shape)
     return x * 0.5 + jnp.arange(x.shape[2])[None, None, :, None] / 100
 
-  out = evaluate.deblur(fake_net, images)
+  out = inference.at_any_size(fake_net)(images)
   assert out.shape == images.shape and shapes[-1] == (2, 40, 56, 3)
-  singles = [evaluate.deblur(fake_net, images[i:i + 1])[0] for i in range(2)]
+  singles = [inference.at_any_size(fake_net)(images[i:i + 1])[0] for i in range(2)]
   np.testing.assert_array_equal(np.asarray(out), np.asarray(jnp.stack(singles)))
   np.testing.assert_allclose(np.asarray(out), np.asarray(images * 0.5 + jnp.arange(53)[None, None, :, None] / 100),
                              rtol=1e-6)
@@ -134,11 +136,11 @@ def test_batches_compile_once_per_shape_and_equal_one_at_a_time():
 
   pairs = _pairs([(13, 17)] * 3 + [(12, 16)] + [(13, 17)] * 2)
   seen = []
-  batched = evaluate.evaluate_pairs(fake_net, pairs, conventions=(),  # SSIM does not depend on batching
+  batched = evaluate.evaluate_pairs(inference.at_any_size(fake_net), pairs, conventions=(),  # SSIM does not depend on batching
                                     on_image=lambda p, o, r: seen.append((p["name"], r.name)), batch_size=2)
   # runs [A A] [A] [B] [A A]; short ones are filled up to 2, so one trace per padded size
   assert traces == [(2, 16, 20, 3), (2, 12, 16, 3)]
-  singles = evaluate.evaluate_pairs(fake_net, pairs, conventions=(), batch_size=1)
+  singles = evaluate.evaluate_pairs(inference.at_any_size(fake_net), pairs, conventions=(), batch_size=1)
   assert [r.name for r in batched] == [r.name for r in singles] == [p["name"] for p in pairs]
   assert seen == [(p["name"], p["name"]) for p in pairs]
   for b, s in zip(batched, singles):
@@ -146,22 +148,31 @@ def test_batches_compile_once_per_shape_and_equal_one_at_a_time():
     assert b.seconds > 0
 
 
-def test_trained_model_gives_the_same_scores_in_batches(workdir, data_root):
-  config, apply_fn, _ = evaluate.load_model(workdir)
+@pytest.mark.parametrize("batch_size", [2, 3])  # 3: the batch of two is filled up with a copy
+def test_trained_model_in_batches_scores_as_an_independent_per_image_computation(workdir, data_root, batch_size):
+  config, network, _ = inference.load_model(workdir)
   config.data.root = str(data_root)
   pairs = list(pipeline.eval_dataset(pipeline.open_split(config.data, "test"), config.data))
-  one = evaluate.evaluate_pairs(apply_fn, pairs, batch_size=1)
-  two = evaluate.evaluate_pairs(apply_fn, pairs, batch_size=2)
-  assert [r.name for r in one] == [r.name for r in two] == [p["name"] for p in pairs]
-  for a, b in zip(one, two):
-    assert a.psnr == pytest.approx(b.psnr, abs=1e-6)
-    for convention in a.ssim:
-      assert a.ssim[convention] == pytest.approx(b.ssim[convention], abs=1e-6)
+  results = evaluate.evaluate_pairs(inference.make_deblur_fn(network), pairs, batch_size=batch_size)
+  assert [r.name for r in results] == [p["name"] for p in pairs] and len(pairs) == 2
+  for pair, result in zip(pairs, results):
+    blur, sharp = np.asarray(pair["blur"]), np.asarray(pair["sharp"])
+    h, w = blur.shape[:2]  # one image alone: NumPy reflect padding, the network, the crop, PNG rounding
+    padded = np.pad(blur.astype(np.float32) / 255, ((0, -h % 4), (0, -w % 4), (0, 0)), mode="reflect")
+    output = np.asarray(network(jnp.asarray(padded[None])))[0, :h, :w]
+    output = np.round(np.clip(output, 0, 1) * 255).astype(np.uint8)
+    assert not np.array_equal(output, blur)
+    assert result.input_psnr == pytest.approx(_psnr(blur, sharp), abs=1e-5)
+    assert result.psnr == pytest.approx(_psnr(output, sharp), abs=1e-5)
+    assert result.ssim["matlab"] == pytest.approx(_matlab_ssim(output, sharp), abs=1e-6)
+    assert result.ssim["python"] == pytest.approx(structural_similarity(
+        output, sharp, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        data_range=255), abs=1e-6)
 
 
 def test_extremes_keep_the_lowest_and_highest_few_and_the_earliest_of_ties():
   scores = np.random.default_rng(0).permutation(20).astype(float).tolist() + [0.0, 19.0]
-  extremes = evaluate.Extremes(3)
+  extremes = reports.Extremes(3)
   for i, value in enumerate(scores):
     if extremes.wants(value):
       extremes.add(value, i)
@@ -172,7 +183,7 @@ def test_extremes_keep_the_lowest_and_highest_few_and_the_earliest_of_ties():
 
 def test_side_by_side_rounds_floats_like_a_png():
   blur = np.full((5, 4, 3), 0.5, np.float32)
-  picture = evaluate.side_by_side(blur, np.zeros((5, 4, 3), np.uint8), np.ones((5, 4, 3), np.float32))
+  picture = reports.side_by_side(blur, np.zeros((5, 4, 3), np.uint8), np.ones((5, 4, 3), np.float32))
   assert picture.dtype == np.uint8 and picture.shape == (5, 12, 3)
   assert picture[0, 0, 0] == 128 and picture[0, 4, 0] == 0 and picture[0, 8, 0] == 255
 
@@ -232,15 +243,6 @@ def test_unwritable_output_folder_is_one_sentence(workdir, data_root, tmp_path):
     (tmp_path / "read_only").chmod(0o700)
 
 
-def test_tiles_and_ensemble_accept_batches_image_by_image():
-  net = lambda x: x * 0.8 + jnp.mean(x, axis=(1, 2, 3), keepdims=True) / 10  # global per image, like LGCR
-  apply_fn = evaluate._inference_fn(net, ensemble=True, tile=16, overlap=4)
-  images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 20, 24, 3)), jnp.float32)
-  singles = jnp.concatenate([apply_fn(images[i:i + 1]) for i in range(2)])
-  np.testing.assert_array_equal(np.asarray(apply_fn(images)), np.asarray(singles))
-  assert not np.allclose(np.asarray(singles[0]), np.asarray(singles[1]))
-
-
 def test_eval_cli_with_ensemble_and_tiles_stays_close_to_the_plain_model(workdir, data_root, tmp_path):
   runs = {}
   for name, extra in (("plain", []), ("ensemble_tiled", ["--ensemble", "--tile", "24", "--overlap", "8"])):
@@ -250,3 +252,58 @@ def test_eval_cli_with_ensemble_and_tiles_stays_close_to_the_plain_model(workdir
   assert runs["ensemble_tiled"]["ensemble"] is True and runs["ensemble_tiled"]["tile"] == 24
   assert runs["ensemble_tiled"]["psnr"] != runs["plain"]["psnr"]  # it did run differently
   assert abs(runs["ensemble_tiled"]["psnr"] - runs["plain"]["psnr"]) < 1.0
+
+
+def _realblur_tree(root: pathlib.Path) -> pathlib.Path:
+  """RealBlur-J's layout with photo-like pairs: each blurred image is its sharp image smoothed and shifted by
+  a pixel or two, as RealBlur's two cameras leave them (noise images would give ECC nothing to align)."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  photo = skimage.data.astronaut()
+  for split, base in (("train", 300), ("test", 200)):
+    lines = []
+    for i in range(2):
+      scene = f"RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene{base + i:03d}"
+      sharp = photo[60 + 40 * i:60 + 40 * i + 61, 100:100 + 75]
+      shifted = photo[60 + 40 * i + 1:60 + 40 * i + 62, 100 + 2:100 + 77]
+      blur = np.clip(np.round(scipy.ndimage.uniform_filter(shifted.astype(float), size=(1, 5, 1))), 0, 255)
+      for kind, pixels in (("gt", sharp), ("blur", blur.astype(np.uint8))):
+        (root / scene / kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / scene / kind / f"{kind}_{i}.png")
+      lines.append(f"{scene}/gt/gt_{i}.png {scene}/blur/blur_{i}.png")
+    (root / f"RealBlur_J_{split}_list.txt").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def test_realblur_j_headline_is_its_aligned_protocol_beside_the_unaligned_scores(workdir, tmp_path):
+  from simplenet_jax import realblur_metric  # pylint: disable=g-import-not-at-top
+  root = _realblur_tree(tmp_path / "RealBlur")
+  out = tmp_path / "eval"
+  run = _eval("--workdir", str(workdir), "--data", str(root), "--dataset", "realblur_j", "--out", str(out),
+              "--save-images", "--batch-size", "2")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "RealBlur protocol (ECC-aligned, valid region): PSNR" in run.stdout
+  assert "unaligned PSNR" in run.stdout and "unaligned SSIM (matlab convention)" in run.stdout
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["headline"] == "aligned" and summary["dataset"] == "realblur_j"
+  rows = list(csv.DictReader(open(out / "results.csv")))
+  assert len(rows) == 2
+  for row in rows:  # each row's aligned scores are those of its own output and its own pair
+    scene = root / "RealBlur-J_ECC_IMCORR_centroid_itensity_ref" / row["scene"]
+    index = row["name"].split("_")[-1]
+    sharp = np.asarray(Image.open(scene / "gt" / f"gt_{index}.png"))
+    blur = np.asarray(Image.open(scene / "blur" / f"blur_{index}.png"))
+    output = np.asarray(Image.open(out / "images" / row["scene"] / f"{row['name']}.png"))
+    psnr, ssim = realblur_metric.aligned_psnr_ssim(output, sharp)
+    input_psnr, _ = realblur_metric.aligned_psnr_ssim(blur, sharp)
+    assert float(row["psnr_aligned"]) == pytest.approx(psnr, abs=1e-6)
+    assert float(row["ssim_aligned"]) == pytest.approx(ssim, abs=1e-7)
+    assert float(row["input_psnr_aligned"]) == pytest.approx(input_psnr, abs=1e-6)
+    assert float(row["input_psnr_aligned"]) > float(row["input_psnr"]) + 3  # the shift is undone
+  assert summary["psnr_aligned"] == pytest.approx(np.mean([float(r["psnr_aligned"]) for r in rows]), abs=1e-6)
+
+  off = _eval("--workdir", str(workdir), "--data", str(root), "--dataset", "realblur_j", "--out",
+              str(tmp_path / "off"), "--align", "off")
+  assert off.returncode == 0, off.stderr[-3000:]
+  summary = json.loads((tmp_path / "off" / "summary.json").read_text())
+  assert summary["headline"] == "unaligned" and "psnr_aligned" not in summary
+  assert "RealBlur protocol" not in off.stdout

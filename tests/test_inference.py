@@ -1,9 +1,12 @@
-"""Self-ensemble, tiling and the deblur CLI (simplenet_jax.inference, simplenet_jax.deblur)."""
+"""Self-ensemble, tiling, padding and the deblur CLI (simplenet_jax.inference, simplenet_jax.deblur)."""
 
 import pathlib
 import subprocess
 import sys
 
+import math
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import png
@@ -12,7 +15,6 @@ import skimage.data
 from PIL import Image
 
 from simplenet_jax import deblur
-from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import metrics
 
@@ -45,6 +47,55 @@ def test_tile_covering_the_image_equals_untiled_exactly():
   np.testing.assert_array_equal(np.asarray(inference.tiled(net, x, tile=64, overlap=8)), np.asarray(net(x)))
 
 
+def _per_tile_net(v):
+  """Position-dependent and global within its window, like a real network with LGCR: tiled ≠ whole."""
+  rows = jnp.arange(v.shape[1])[None, :, None, None] / 50
+  cols = jnp.arange(v.shape[2])[None, None, :, None] / 70
+  return v * 0.7 + jnp.mean(v, axis=(1, 2), keepdims=True) * 0.3 + rows - cols
+
+
+def _blend_reference(net, image, tile, overlap):
+  """An independent tiled blend in NumPy: ceil((S − o) / (t − o)) tiles per axis at i·(t − o), the last one
+  moved back to end at the edge; each tile's weight is the product over both axes of
+  min(1, (distance to an edge it shares with another tile + 1) / (o + 1))."""
+  _, height, width, _ = image.shape
+  image = np.asarray(image)
+
+  def starts(size):
+    if tile >= size:
+      return [0]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    return sorted({min(i * (tile - overlap), size - tile) for i in range(count)})
+
+  def weight(start, size, first, last):
+    position = np.arange(min(tile, size))
+    rise = np.minimum(1, (position + 1) / (overlap + 1)) if not first else np.ones(len(position))
+    fall = np.minimum(1, (len(position) - position) / (overlap + 1)) if not last else np.ones(len(position))
+    return np.minimum(rise, fall)
+
+  total = np.zeros(image.shape[1:], np.float64)
+  norm = np.zeros(image.shape[1:3] + (1,), np.float64)
+  rows, cols = starts(height), starts(width)
+  th, tw = min(tile, height), min(tile, width)
+  for i, top in enumerate(rows):
+    for j, left in enumerate(cols):
+      out = np.asarray(net(jnp.asarray(image[:, top:top + th, left:left + tw])))[0]
+      w = (weight(top, height, i == 0, i == len(rows) - 1)[:, None] *
+           weight(left, width, j == 0, j == len(cols) - 1)[None, :])[..., None]
+      total[top:top + th, left:left + tw] += out * w
+      norm[top:top + th, left:left + tw] += w
+  return total / norm
+
+
+@pytest.mark.parametrize("height,width,tile,overlap", [(90, 70, 32, 8), (41, 77, 24, 5), (37, 29, 32, 0)])
+def test_tiles_smaller_than_the_image_equal_an_independent_blend(height, width, tile, overlap):
+  x = _image(height, width, seed=1)
+  got = np.asarray(inference.tiled(_per_tile_net, x, tile=tile, overlap=overlap))[0]
+  want = _blend_reference(_per_tile_net, x, tile, overlap)
+  assert np.abs(want - np.asarray(_per_tile_net(x))[0]).max() > 0.05  # tiles really differ from the whole
+  np.testing.assert_allclose(got, want, atol=2e-6)
+
+
 def test_small_tiles_blend_seams_and_stay_close():
   x = _image(90, 70)
   local = lambda v: v * 0.8 + 0.1  # position-independent: tiling must be exact up to float rounding
@@ -56,12 +107,57 @@ def test_small_tiles_blend_seams_and_stay_close():
   assert float(diff) > 35  # dB between tiled and whole-image output
 
 
+def _network(v):
+  """Like SimpleNet: only H and W that are multiples of 4, position-dependent, not flip-equivariant."""
+  assert v.shape[1] % 4 == 0 and v.shape[2] % 4 == 0, v.shape
+  return _per_tile_net(v) + jnp.mean(v[:, :, : v.shape[2] // 3], axis=(1, 2, 3), keepdims=True) * 0.2
+
+
+def _any_size_reference(net, image):
+  """NumPy reflect padding to a multiple of 4, the network, and the crop back, on one [H, W, 3] image."""
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((0, -h % 4), (0, -w % 4), (0, 0)), mode="reflect")
+  return np.asarray(net(jnp.asarray(padded[None])))[0, :h, :w]
+
+
+def _ensemble_reference(net, image):
+  """The mean over the 8 symmetries: k quarter turns (np.rot90), then optionally a left-right mirror, each
+  mapped back by the inverse operations."""
+  outputs = []
+  for turns in range(4):
+    for mirror in (False, True):
+      moved = np.rot90(image, turns)
+      moved = moved[:, ::-1] if mirror else moved
+      out = _any_size_reference(net, np.ascontiguousarray(moved))
+      out = out[:, ::-1] if mirror else out
+      outputs.append(np.rot90(out, -turns))
+  return np.mean(outputs, axis=0)
+
+
+@pytest.mark.parametrize("ensemble,tile", [(False, 0), (True, 0), (False, 20), (True, 20)])
+def test_deblur_fn_on_a_batch_equals_independent_per_image_references(ensemble, tile):
+  images = np.random.default_rng(2).uniform(size=(2, 37, 53, 3)).astype(np.float32)
+  deblur_fn = inference.make_deblur_fn(_network, ensemble=ensemble, tile=tile, overlap=6)
+  got = np.asarray(deblur_fn(jnp.asarray(images)))
+  one = (lambda x: _ensemble_reference(_network, x)) if ensemble else (lambda x: _any_size_reference(_network, x))
+  if tile:
+    want = [_blend_reference(lambda w: one(np.asarray(w)[0])[None], images[i:i + 1], tile, 6) for i in range(2)]
+  else:
+    want = [one(images[i]) for i in range(2)]
+  assert got.shape == images.shape
+  np.testing.assert_allclose(got, np.stack(want), atol=2e-6)
+  if ensemble:  # the ensemble is not the plain network here, so the reference had something to check
+    assert np.abs(got - np.asarray(inference.at_any_size(_network)(jnp.asarray(images)))).max() > 1e-2
+
+
 @pytest.mark.parametrize("tile,overlap,message", [(8, 0, "--tile must be at least 16 pixels, got 8."),
                                                   (32, 32, "--overlap must be at least 0 and smaller")])
 def test_bad_tiling_is_one_sentence(tile, overlap, message):
-  with pytest.raises(ValueError) as info:
-    inference.tiled(lambda v: v, _image(), tile, overlap)
-  assert message in str(info.value)
+  for run in (lambda: inference.tiled(lambda v: v, _image(), tile, overlap),
+              lambda: inference.make_deblur_fn(lambda v: v, tile=tile, overlap=overlap)):
+    with pytest.raises(ValueError) as info:
+      run()
+    assert message in str(info.value)
 
 
 @pytest.fixture()
@@ -114,6 +210,15 @@ def test_cli_tiled_result_matches_untiled_when_the_tile_covers_the_photo(workdir
   assert whole.returncode == 0 and tiled.returncode == 0, whole.stderr[-2000:] + tiled.stderr[-2000:]
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "alpha.png")),
                                 np.asarray(Image.open(tmp_path / "b" / "alpha.png")))
+
+
+def test_cli_photo_too_small_is_listed_and_the_others_are_deblurred(workdir, photos, tmp_path):
+  Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(photos / "tiny.png")
+  run = _deblur_cli("--workdir", workdir, photos / "tiny.png", photos / "alpha.png", "--out", tmp_path / "out")
+  assert run.returncode == 1 and "Traceback" not in run.stderr
+  assert f"{photos / 'tiny.png'}: image of 2×3 pixels is too small to deblur; it needs at least 4×4." in run.stderr
+  assert "deblurred 1 photo(s)" in run.stdout and (tmp_path / "out" / "alpha.png").exists()
+  assert not (tmp_path / "out" / "tiny.png").exists()
 
 
 def test_cli_bad_workdir_and_unwritable_output(photos, tmp_path):

@@ -210,6 +210,7 @@ def test_a_streak_of_non_finite_steps_stops_with_a_clear_message_and_keeps_good_
     ("batch_size", 0, "config.batch_size must be a positive integer, got 0."),
     ("compute_dtype", "float16", "config.compute_dtype must be one of ['bfloat16', 'float32']"),
     ("lr_decay_rate", 1.5, "config.lr_decay_rate must be in (0, 1], got 1.5."),
+    ("adam_eps", 0.0, "config.adam_eps must be in (0, 1), got 0.0."),
     ("model.dcn_tile_bytes", -1, "config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got -1."),
 ])
 def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, message):
@@ -217,6 +218,22 @@ def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, 
     train.train_and_evaluate(smoke_config(data_root, **{field: value}), tmp_path)
   assert message in str(info.value)
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_adam_eps_is_the_one_optax_uses(data_root):
+  """One step from a zero gradient in all but one leaf: Adam's update is lr·m̂ / (√v̂ + ε), so a large ε
+  shrinks the first step by a factor that a formula predicts."""
+  steps = {}
+  for eps in (1e-8, 1e-2):
+    config = smoke_config(data_root, adam_eps=eps)
+    tx = train.make_optimizer(config)
+    params = {"w": jnp.zeros((3,))}
+    updates, _ = tx.update({"w": jnp.full((3,), 0.1)}, tx.init(params), params)
+    steps[eps] = float(updates["w"][0])
+  lr = smoke_config(data_root).learning_rate
+  # first step: m̂ = g, v̂ = g², so the update is −lr·g / (|g| + ε)
+  assert steps[1e-8] == pytest.approx(-lr * 0.1 / (0.1 + 1e-8), rel=1e-5)
+  assert steps[1e-2] == pytest.approx(-lr * 0.1 / (0.1 + 1e-2), rel=1e-5)
 
 
 def test_train_psnr_of_an_exact_prediction_is_finite(data_root):
