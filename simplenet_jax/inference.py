@@ -157,17 +157,16 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int) -> jax.A
 def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = 32) -> ApplyFn:
   """The function that deblurs ``[N, H, W, 3]`` floats in [0, 1] of any size with `network`.
 
-  Plain, the whole batch goes through the network at once. With the ×8 `ensemble` and/or `tile` > 0
-  (overlapping tiles of that size, `overlap` pixels blended), images go one at a time; each tile and each
-  orientation is padded to the network's multiple of 4 on its own.
+  The whole batch goes through the network at once, also for the ×8 `ensemble` (each orientation is padded
+  to the network's multiple of 4 on its own). With `tile` > 0 (overlapping tiles of that size, `overlap`
+  pixels blended), images go one at a time.
   """
   check_tiling(tile, overlap)
   padded = at_any_size(network)
-  if not (ensemble or tile):
-    return padded
-  one = (lambda x: self_ensemble(padded, x)) if ensemble else padded
-  if tile:
-    one = functools.partial(tiled, one, tile=tile, overlap=overlap)
+  whole = (lambda x: self_ensemble(padded, x)) if ensemble else padded
+  if not tile:
+    return whole
+  one = functools.partial(tiled, whole, tile=tile, overlap=overlap)
   return lambda images: jnp.concatenate([one(images[i:i + 1]) for i in range(images.shape[0])])
 
 

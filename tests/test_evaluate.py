@@ -20,6 +20,7 @@ from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import reports
 from simplenet_jax.data import pipeline
+from test_layouts import make_realblur
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -259,18 +260,15 @@ def _realblur_tree(root: pathlib.Path) -> pathlib.Path:
   a pixel or two, as RealBlur's two cameras leave them (noise images would give ECC nothing to align)."""
   import skimage.data  # pylint: disable=g-import-not-at-top
   photo = skimage.data.astronaut()
-  for split, base in (("train", 300), ("test", 200)):
-    lines = []
-    for i in range(2):
-      scene = f"RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene{base + i:03d}"
-      sharp = photo[60 + 40 * i:60 + 40 * i + 61, 100:100 + 75]
-      shifted = photo[60 + 40 * i + 1:60 + 40 * i + 62, 100 + 2:100 + 77]
-      blur = np.clip(np.round(scipy.ndimage.uniform_filter(shifted.astype(float), size=(1, 5, 1))), 0, 255)
-      for kind, pixels in (("gt", sharp), ("blur", blur.astype(np.uint8))):
-        (root / scene / kind).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(root / scene / kind / f"{kind}_{i}.png")
-      lines.append(f"{scene}/gt/gt_{i}.png {scene}/blur/blur_{i}.png")
-    (root / f"RealBlur_J_{split}_list.txt").write_text("\n".join(lines) + "\n")
+
+  def pair(i):
+    top = 20 + 40 * i
+    shifted = photo[top + 1:top + 62, 102:177].astype(float)
+    blur = np.clip(np.round(scipy.ndimage.uniform_filter(shifted, size=(1, 5, 1))), 0, 255).astype(np.uint8)
+    return photo[top:top + 61, 100:175], blur
+
+  for split in ("train", "test"):
+    make_realblur(root, split, num_pairs=2, pair=pair)
   return root
 
 

@@ -67,7 +67,7 @@ def _blend_reference(net, image, tile, overlap):
     count = math.ceil((size - overlap) / (tile - overlap))
     return sorted({min(i * (tile - overlap), size - tile) for i in range(count)})
 
-  def weight(start, size, first, last):
+  def weight(size, first, last):
     position = np.arange(min(tile, size))
     rise = np.minimum(1, (position + 1) / (overlap + 1)) if not first else np.ones(len(position))
     fall = np.minimum(1, (len(position) - position) / (overlap + 1)) if not last else np.ones(len(position))
@@ -80,8 +80,8 @@ def _blend_reference(net, image, tile, overlap):
   for i, top in enumerate(rows):
     for j, left in enumerate(cols):
       out = np.asarray(net(jnp.asarray(image[:, top:top + th, left:left + tw])))[0]
-      w = (weight(top, height, i == 0, i == len(rows) - 1)[:, None] *
-           weight(left, width, j == 0, j == len(cols) - 1)[None, :])[..., None]
+      w = (weight(height, i == 0, i == len(rows) - 1)[:, None] *
+           weight(width, j == 0, j == len(cols) - 1)[None, :])[..., None]
       total[top:top + th, left:left + tw] += out * w
       norm[top:top + th, left:left + tw] += w
   return total / norm

@@ -37,12 +37,18 @@ def make_gopro(root: pathlib.Path, scenes=("GOPR0001_00_00", "GOPR0002_00_00"), 
   return root
 
 
-def make_realblur(root: pathlib.Path, split: str = "test", num_pairs: int = 3) -> pathlib.Path:
+def make_realblur(root: pathlib.Path, split: str = "test", num_pairs: int = 3, pair=None) -> pathlib.Path:
+  """RealBlur-J's layout and list file; `pair(i)` → (gt, blur) uint8 images, random noise by default."""
   lines = []
   for i in range(1, num_pairs + 1):
     scene = f"RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene{(200 if split == 'test' else 300) + i:03d}"
-    _save(root / scene / "gt" / f"gt_{i}.png", seed=i)
-    _save(root / scene / "blur" / f"blur_{i}.png", seed=50 + i)
+    if pair is None:
+      _save(root / scene / "gt" / f"gt_{i}.png", seed=i)
+      _save(root / scene / "blur" / f"blur_{i}.png", seed=50 + i)
+    else:
+      for kind, pixels in zip(("gt", "blur"), pair(i)):
+        (root / scene / kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / scene / kind / f"{kind}_{i}.png")
     lines.append(f"{scene}/gt/gt_{i}.png {scene}/blur/blur_{i}.png")
   (root / f"RealBlur_J_{split}_list.txt").write_text("\n".join(lines) + "\n")
   return root

@@ -182,12 +182,11 @@ def validate_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
   if kwargs["lgcr_softmax_axes"] not in ("chw", "c"):
     raise ValueError(f'config.model.lgcr_softmax_axes must be "chw" or "c", got '
                      f'{kwargs["lgcr_softmax_axes"]!r}.')
-  for field in ("lgcr_initial_slope", "lgcr_kernel_3d_std"):
+  for field, least in (("lgcr_initial_slope", -math.inf), ("lgcr_kernel_3d_std", 0.0)):
     value = kwargs[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-        field == "lgcr_kernel_3d_std" and value < 0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value < math.inf:
       raise ValueError(f"config.model.{field} must be a finite number"
-                       f"{' of at least 0' if field == 'lgcr_kernel_3d_std' else ''}, got {value!r}.")
+                       f"{'' if least == -math.inf else f' of at least {least:g}'}, got {value!r}.")
   tile_bytes = kwargs["dcn_tile_bytes"]
   if not isinstance(tile_bytes, int) or isinstance(tile_bytes, bool) or tile_bytes < 0:
     raise ValueError(f"config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got {tile_bytes!r}.")
