@@ -90,32 +90,127 @@ def _tree_files(root: pathlib.Path) -> dict[str, bytes]:
 
 
 def test_demo_recipe_gives_realistic_pairs(tmp_path):
-  """A reduced demo set with the default blur settings: GoPro layout, disjoint scenes, realistic input PSNR."""
-  meta = synthesize.synthesize_dataset(tmp_path / "demo", train_pairs=30, test_pairs=10, seed=0, workers=1,
+  """A reduced demo set with the default settings: GoPro layout, train and test photos from different packages,
+  whole-photo test pairs, realistic input PSNR, some JPEG inputs."""
+  meta = synthesize.synthesize_dataset(tmp_path / "demo", train_pairs=30, test_pairs=6, seed=0, workers=1,
                                        progress=False)
   root = tmp_path / "demo"
   train_scenes = {p.name for p in (root / "train").iterdir()}
   test_scenes = {p.name for p in (root / "test").iterdir()}
-  assert train_scenes == set(synthesize.BUILTIN_TRAIN_PHOTOS) and test_scenes == set(synthesize.BUILTIN_TEST_PHOTOS)
+  assert train_scenes == {"astronaut", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
+                          "immunohistochemistry", "chelsea", "coffee", "camera", "coins", "brick", "grass", "gravel"}
+  assert test_scenes == {"china", "flower", "grace_hopper"}
+  sources = {split: {r["source_photo"].split(":")[0] for r in meta["pairs"] if r["split"] == split}
+             for split in ("train", "test")}
+  assert sources == {"train": {"skimage.data"}, "test": {"sklearn.datasets", "matplotlib"}}
+  # Whole photos (china and flower are 640×427, grace_hopper 512×600) less 40 px on every side.
+  whole = {"china": (346, 560, 3), "flower": (346, 560, 3), "grace_hopper": (520, 432, 3)}
   psnrs = []
   for record in meta["pairs"]:
     scene = root / record["split"] / record["scene"]
     blur = np.asarray(Image.open(scene / "blur" / record["frame"]))
     sharp = np.asarray(Image.open(scene / "sharp" / record["frame"]))
-    assert blur.shape == sharp.shape == (256, 256, 3) and blur.dtype == np.uint8
+    expected = (256, 256, 3) if record["split"] == "train" else whole[record["scene"]]
+    assert blur.shape == sharp.shape == expected and blur.dtype == np.uint8
     assert not np.array_equal(blur, sharp)
     mse = np.mean((blur.astype(np.float64) - sharp) ** 2)
     psnr = 10 * np.log10(255**2 / mse)
     assert psnr == pytest.approx(record["input_psnr_db"], abs=1e-3)
     psnrs.append(psnr)
-  assert len(psnrs) == 40 and len(list(root.rglob("*.png"))) == 80
+  assert len(psnrs) == 36 and len(list(root.rglob("*.png"))) == 72
   assert 22 <= np.mean(psnrs) <= 32
   assert 15 <= min(psnrs) and max(psnrs) <= 50
   lengths = [r["trajectory_length_px"] for r in meta["pairs"]]
   longest = synthesize.BlurSettings().max_length
   assert min(lengths) < 0.2 * longest and max(lengths) > 0.4 * longest  # small and large blurs both occur
+  qualities = [r["jpeg_quality"] for r in meta["pairs"]]
+  assert 3 <= sum(q > 0 for q in qualities) <= 20 and all(q == 0 or 70 <= q <= 95 for q in qualities)
+  assert all("hue_deg" in r for r in meta["pairs"] if r["split"] == "train")
+  assert not any("hue_deg" in r for r in meta["pairs"] if r["split"] == "test")  # test photos keep their colours
   assert meta["summary"]["train"]["count"] == 30
   assert meta["summary"]["test"]["mean"] == pytest.approx(np.mean(psnrs[30:]), abs=1e-2)
+
+
+def test_augmentations_reach_blur_and_sharp_identically():
+  """With a still camera, no noise and no JPEG, the blurred image is the recoloured sharp one exactly."""
+  settings = dataclasses.replace(synthesize.BlurSettings(), noise=0.0, jpeg_fraction=0.0)
+  plain = synthesize.synthesize_pair(_photo(3), np.random.default_rng(4), 40, 64, settings,
+                                     shake=synthesize.Shake.still(15))
+  changed = synthesize.synthesize_pair(_photo(3), np.random.default_rng(4), 40, 64, settings,
+                                       shake=synthesize.Shake.still(15), augment=synthesize.Augmentations())
+  assert changed.blur.shape == changed.sharp.shape == (40, 64, 3)
+  np.testing.assert_array_equal(changed.blur, changed.sharp)
+  assert np.abs(changed.sharp.astype(float) - plain.sharp).mean() > 10  # the augmentation did change the crop
+
+
+@pytest.mark.parametrize("height,width", [(40, 64), (64, 40), (33, 33)])
+def test_dihedral_canvas_has_the_requested_shape_for_every_turn(height, width):
+  photo = _photo(1, 120, 150)
+  turns = set()
+  for seed in range(12):
+    canvas, _ = synthesize.random_canvas(photo, np.random.default_rng(seed), height, width, dihedral=True)
+    assert canvas.shape == (height, width, 3)
+    turns.add(int(np.random.default_rng(seed).integers(4)))
+  assert turns == {0, 1, 2, 3}
+
+
+def test_hue_rotation_is_scipys_rotation_about_the_gray_axis():
+  from scipy.spatial.transform import Rotation  # pylint: disable=g-import-not-at-top
+  for angle in (0.3, -2.0, np.pi):
+    expected = Rotation.from_rotvec(angle * np.ones(3) / np.sqrt(3)).as_matrix()
+    np.testing.assert_allclose(synthesize.hue_rotation(angle), expected, atol=1e-12)
+
+
+def _only(**fields) -> synthesize.Augmentations:
+  off = dict(dihedral=False, permute_channels=False, max_hue_deg=0.0, saturation=1.0, white_balance=1.0,
+             exposure=1.0)
+  return synthesize.Augmentations(**{**off, **fields})
+
+
+def test_each_colour_change_matches_its_formula():
+  """Each change alone, on random linear colours, against a direct NumPy formula of what it means."""
+  colours = np.random.default_rng(0).random((50, 3))
+  rng = np.random.default_rng(7)
+  matrix, info = synthesize.colour_transform(rng, _only())
+  np.testing.assert_allclose(matrix, np.eye(3), atol=1e-12)
+
+  matrix, info = synthesize.colour_transform(rng, _only(permute_channels=True))
+  order = ["RGB".index(c) for c in info["channel_order"]]
+  np.testing.assert_allclose(colours @ matrix, colours[:, order], atol=1e-12)
+
+  matrix, info = synthesize.colour_transform(rng, _only(saturation=2.0))
+  s = info["saturation"]
+  mean = colours.mean(axis=1, keepdims=True)
+  np.testing.assert_allclose(colours @ matrix, mean + s * (colours - mean), atol=1e-3)
+  assert 0.5 <= s <= 2.0 and abs(s - 1) > 1e-3
+
+  matrix, info = synthesize.colour_transform(rng, _only(white_balance=1.3, exposure=1.5))
+  gains = np.array(info["white_balance"]) * info["exposure"]
+  np.testing.assert_allclose(colours @ matrix, colours * gains, atol=1e-2)
+  assert all(1 / 1.3 - 1e-3 <= g <= 1.3 + 1e-3 for g in info["white_balance"])
+
+  matrix, info = synthesize.colour_transform(rng, _only(max_hue_deg=90.0))
+  gray = np.full((1, 3), 0.4)
+  np.testing.assert_allclose(gray @ matrix, gray, atol=1e-12)  # gray stays gray
+  np.testing.assert_allclose(np.linalg.norm(colours @ matrix, axis=1), np.linalg.norm(colours, axis=1), atol=1e-12)
+  assert abs(info["hue_deg"]) <= 90
+
+
+def test_jpeg_inputs_are_lossy_but_close_and_targets_stay_lossless():
+  """The camera's JPEG reaches the input only; it matches OpenCV's JPEG at the same quality closely."""
+  import cv2  # pylint: disable=g-import-not-at-top  (an independent JPEG encoder)
+  settings = dataclasses.replace(synthesize.BlurSettings(), noise=0.0, jpeg_quality=(80, 80))
+  pairs = {fraction: synthesize.synthesize_pair(_photo(5), np.random.default_rng(0), 48, 64,
+                                                dataclasses.replace(settings, jpeg_fraction=fraction))
+           for fraction in (0.0, 1.0)}
+  plain, jpeg = pairs[0.0], pairs[1.0]
+  assert plain.info["jpeg_quality"] == 0 and jpeg.info["jpeg_quality"] == 80
+  np.testing.assert_array_equal(jpeg.sharp, plain.sharp)
+  assert not np.array_equal(jpeg.blur, plain.blur)
+  assert 25 < synthesize.psnr(jpeg.blur, plain.blur) < 45
+  _, encoded = cv2.imencode(".jpg", plain.blur[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+  reference = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
+  assert synthesize.psnr(jpeg.blur, reference) > synthesize.psnr(jpeg.blur, plain.blur) + 5
 
 
 def test_same_command_gives_identical_bytes_with_any_worker_count(tmp_path):
@@ -137,7 +232,7 @@ def test_user_photos_skip_small_ones_and_split_disjointly(tmp_path, caplog):
   _photo(9).convert("L").save(photos / "gray.png")  # gray photos are used as RGB
   _photo(10, 30, 30).save(photos / "tiny.png")
   meta = synthesize.synthesize_dataset(tmp_path / "out", photos_dir=photos, train_pairs=5, test_pairs=2,
-                                       size=(40, 48), workers=1, progress=False)
+                                       size=(40, 48), test_size=(40, 48), workers=1, progress=False)
   assert [r.getMessage() for r in caplog.records] == [
       f"1 of 6 photos are not RGB (e.g. {photos / 'gray.png'} is L); they are converted to RGB."]
   assert meta["recipe"]["photos_too_small"] == 1

@@ -4,8 +4,14 @@ GoPro's blurred frames are averages of consecutive sharp frames from a hand-held
 middle frame is the ground truth (Nah et al. 2017). We do the same with a simulated camera: a random-walk
 camera-shake trajectory (Boracchi & Foi 2012) sets the camera pose at each sub-frame; each pose is a homography
 of the sharp photo (translation, a little roll, and the keystone of a pan/tilt); 15–31 sub-frames are averaged
-in linear light; the middle sub-frame is the sharp image. Random crops, scales and flips of each photo give
-variety, so a handful of photos yields hundreds of distinct pairs.
+in linear light; the middle sub-frame is the sharp image. The sensor then adds shot and read noise, and some
+pairs are saved by the camera as JPEG (the blurred input only; the target stays lossless).
+
+Training pairs are random crops of the photos at random scales, turned by a random element of the square's
+symmetry group and recoloured (channel order, hue, saturation, white balance, exposure), identically for blur
+and sharp, so that a handful of photos yields hundreds of distinct pairs and the model cannot learn their
+colours. The built-in test pairs are whole photos from *other* packages than the training photos, so the
+demo's figure measures how well the model deblurs photos it never saw.
 
     python -m simplenet_jax.data.synthesize --out data/demo
 
@@ -19,6 +25,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import functools
+import io
 import json
 import logging
 import math
@@ -39,25 +46,35 @@ import tqdm
 
 from simplenet_jax.data import images
 
-# Real RGB photos that ship inside the scikit-image wheel (no download). The two motorcycle views show one
-# scene, so they stay on the same side of the split; the test photos share no content with the train photos.
-# Left out: `retina` (a fundus image, nearly flat at any crop), `cat` (the same photo as `chelsea`), and the
-# gray or drawn images.
-BUILTIN_TRAIN_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
-                        "immunohistochemistry")
-BUILTIN_TEST_PHOTOS = ("chelsea", "coffee")
-BUILTIN_SOURCE = "skimage.data"
+# The built-in photos: real photos that ship inside wheels the project installs (no download).
+# Train: scikit-image's photos. The two motorcycle views show one scene; the gray ones (cameraman, coins and
+# three close-up textures) are used as RGB and get colour from the augmentations. Left out: `retina` (a fundus
+# image, nearly flat at any crop), `cat` (the same photo as `chelsea`), `moon` (nearly flat), `cell` (a
+# microscope field), `page` and `text` (too small to crop without upscaling), and the drawn images.
+BUILTIN_TRAIN_PHOTOS = ("skimage.data:astronaut", "skimage.data:rocket", "skimage.data:motorcycle_left",
+                        "skimage.data:motorcycle_right", "skimage.data:hubble_deep_field",
+                        "skimage.data:immunohistochemistry", "skimage.data:chelsea", "skimage.data:coffee",
+                        "skimage.data:camera", "skimage.data:coins", "skimage.data:brick", "skimage.data:grass",
+                        "skimage.data:gravel")
+# Test: the photos of two other packages (a building, a flower, a portrait), whole.
+BUILTIN_TEST_PHOTOS = ("sklearn.datasets:china.jpg", "sklearn.datasets:flower.jpg",
+                       "matplotlib:grace_hopper.jpg")
+BUILTIN_SOURCE = "built-in"
 
 DEFAULT_TRAIN_PAIRS = 420
-DEFAULT_TEST_PAIRS = 40
+DEFAULT_TEST_PAIRS = 12
 DEFAULT_SIZE = (256, 256)
+# Whole-photo test pairs: the photo scaled so that its longer side is at most this (GoPro's frame width), less a
+# border from which the shake draws the content that moves into view.
+MAX_TEST_SIDE = 1280
+TEST_BORDER = 40
 
 # Share of a user's photos that become test scenes.
 USER_TEST_FRACTION = 0.2
 
 SPLITS = ("train", "test")
 META_FILE = "meta.json"
-META_VERSION = 1
+META_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +98,8 @@ class BlurSettings:
     min_texture: mean absolute luminance gradient below which a crop counts as flat (clear sky, black space)
       and is drawn again.
     min_scale: smallest zoom of a photo; more zoomed-out crops pack in more edges than a GoPro frame has.
+    jpeg_fraction: share of pairs whose blurred image the camera saves as JPEG (decoded again before storing).
+    jpeg_quality: range of those JPEGs' quality.
   """
 
   min_length: float = 1.0
@@ -94,6 +113,34 @@ class BlurSettings:
   noise: float = 0.01
   min_texture: float = 0.01
   min_scale: float = 0.5
+  jpeg_fraction: float = 0.3
+  jpeg_quality: tuple[int, int] = (70, 95)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentations:
+  """Changes of a training crop before it is blurred, so that blur and sharp get them identically.
+
+  Colours change in linear light, as a camera's white balance and exposure would: the channels are permuted,
+  the hue turned about the gray axis, the saturation scaled, each channel given a white-balance gain and the
+  whole an exposure gain (values above white clip, as a sensor's do). The gains are drawn log-uniformly in
+  [1/g, g].
+
+  Attributes:
+    dihedral: turn the crop by a random multiple of 90° and maybe mirror it (lossless).
+    permute_channels: shuffle R, G and B.
+    max_hue_deg: largest hue rotation.
+    saturation: largest saturation gain g.
+    white_balance: largest per-channel gain g.
+    exposure: largest overall gain g.
+  """
+
+  dihedral: bool = True
+  permute_channels: bool = True
+  max_hue_deg: float = 180.0
+  saturation: float = 1.6
+  white_balance: float = 1.25
+  exposure: float = 1.6
 
 
 # --- Linear light ----------------------------------------------------------------------------------------------
@@ -326,12 +373,16 @@ def texture(pixels: np.ndarray) -> float:
 
 
 def random_canvas(photo: Image.Image, rng: np.random.Generator, canvas_height: int, canvas_width: int,
-                  min_scale: float = 0.0) -> tuple[np.ndarray, float]:
-  """A random crop of the photo at a random scale in [min_scale, 1] (log-uniform), maybe mirrored.
+                  min_scale: float = 0.0, dihedral: bool = False) -> tuple[np.ndarray, float]:
+  """A random crop of the photo at a random scale in [min_scale, 1] (log-uniform), maybe mirrored; with
+  `dihedral`, also turned by a random multiple of 90°.
 
   Scales above 1 are used only when the photo is too small for the canvas otherwise, since upscaling softens
   what must be a sharp target.
   """
+  quarter_turns = int(rng.integers(4)) if dihedral else 0
+  if quarter_turns % 2:  # crop the transposed box, so that the turned canvas has the requested shape
+    canvas_height, canvas_width = canvas_width, canvas_height
   fit = max(canvas_height / photo.height, canvas_width / photo.width)
   smallest = max(fit, min_scale)
   scale = float(np.exp(rng.uniform(np.log(smallest), np.log(max(smallest, 1.0)))))
@@ -343,30 +394,83 @@ def random_canvas(photo: Image.Image, rng: np.random.Generator, canvas_height: i
   canvas = photo.resize((canvas_width, canvas_height), Image.Resampling.LANCZOS, box=box)
   if rng.random() < 0.5:
     canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-  return np.asarray(canvas, dtype=np.uint8), scale
+  return np.rot90(np.asarray(canvas, dtype=np.uint8), quarter_turns).copy(), scale
+
+
+def hue_rotation(angle: float) -> np.ndarray:
+  """3×3 rotation of RGB about the gray axis (1, 1, 1)/√3 by `angle` radians (Rodrigues' formula)."""
+  axis = np.full(3, 3 ** -0.5)
+  cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+  return np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * np.outer(axis, axis)
+
+
+def colour_transform(rng: np.random.Generator, augment: Augmentations) -> tuple[np.ndarray, dict]:
+  """A random 3×3 matrix M for linear RGB row vectors (new = old @ M), and its draws for the record."""
+  def log_uniform(bound: float, size=None):
+    return np.exp(rng.uniform(-np.log(bound), np.log(bound), size))
+
+  order = rng.permutation(3) if augment.permute_channels else np.arange(3)
+  hue = rng.uniform(-1, 1) * np.deg2rad(augment.max_hue_deg)
+  saturation = float(log_uniform(augment.saturation))
+  balance = log_uniform(augment.white_balance, 3)
+  exposure = float(log_uniform(augment.exposure))
+  gray = np.full((3, 3), 1 / 3)
+  matrix = (np.eye(3)[:, order] @ hue_rotation(hue).T @ (gray + saturation * (np.eye(3) - gray))
+            @ np.diag(balance * exposure))
+  info = {"channel_order": "".join("RGB"[i] for i in order), "hue_deg": round(float(np.rad2deg(hue)), 2),
+          "saturation": round(saturation, 3), "white_balance": [round(float(g), 3) for g in balance],
+          "exposure": round(exposure, 3)}
+  return matrix, info
+
+
+def recolour(canvas: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+  """uint8 sRGB pixels through a linear-light colour matrix, clipped at black and white."""
+  return uint8_from_linear(linear_from_uint8(canvas) @ matrix.astype(np.float32))
+
+
+def save_as_jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+  """The pixels after a round trip through a JPEG file of that quality (4:2:0, as cameras write)."""
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality), subsampling=2)
+  return images.decode_rgb(buffer.getvalue())
 
 
 def synthesize_pair(photo: Image.Image, rng: np.random.Generator, height: int, width: int,
-                    settings: BlurSettings = BlurSettings(), shake: Shake | None = None) -> SynthesizedPair:
-  """One blurred/sharp pair of size height×width from an RGB photo; `shake` overrides the random camera."""
+                    settings: BlurSettings = BlurSettings(), shake: Shake | None = None,
+                    augment: Augmentations | None = None, min_scale: float | None = None) -> SynthesizedPair:
+  """One blurred/sharp pair of size height×width from an RGB photo.
+
+  `shake` overrides the random camera; `augment` (None: none) changes the crop before it is blurred;
+  `min_scale` overrides the settings' (1 keeps the photo's own resolution).
+  """
   if shake is None:
     length = settings.min_length + (settings.max_length - settings.min_length) * rng.beta(*settings.length_beta)
     shake = random_shake(rng, length, (height, width), settings)
   margin = margin_for(shake, height, width)
+  min_scale = settings.min_scale if min_scale is None else min_scale
+  dihedral = augment is not None and augment.dihedral
   # Flat crops teach nothing about blur; draw again, keeping the most textured one if none passes.
   best = None
   for _ in range(20):
-    canvas, scale = random_canvas(photo, rng, height + 2 * margin, width + 2 * margin, settings.min_scale)
+    canvas, scale = random_canvas(photo, rng, height + 2 * margin, width + 2 * margin, min_scale, dihedral)
     score = texture(canvas[margin:margin + height, margin:margin + width])
     if best is None or score > best[0]:
       best = (score, canvas, scale)
     if score >= settings.min_texture:
       break
   _, canvas, scale = best
+  colour_info = {}
+  if augment is not None:
+    matrix, colour_info = colour_transform(rng, augment)
+    canvas = recolour(canvas, matrix)
   sharp = canvas[margin:margin + height, margin:margin + width].copy()
   linear = render_blur(canvas, shake, height, width, margin)
   linear, noise_sigma = add_sensor_noise(linear, rng, settings.noise)
   blur = uint8_from_linear(linear)
+  jpeg_quality = 0
+  if rng.random() < settings.jpeg_fraction:
+    jpeg_quality = int(rng.integers(settings.jpeg_quality[0], settings.jpeg_quality[1] + 1))
+    blur = save_as_jpeg(blur, jpeg_quality)
   info = {
       "trajectory_length_px": round(shake.path_length, 3),
       "sub_frames": shake.num_sub_frames,
@@ -374,6 +478,8 @@ def synthesize_pair(photo: Image.Image, rng: np.random.Generator, height: int, w
       "focal_px": round(shake.focal, 2),
       "scale": round(scale, 4),
       "noise_sigma": round(noise_sigma, 5),
+      "jpeg_quality": jpeg_quality,
+      **colour_info,
       "input_psnr_db": round(psnr(blur, sharp), 3),
   }
   return SynthesizedPair(blur, sharp, info)
@@ -385,27 +491,51 @@ def synthesize_pair(photo: Image.Image, rng: np.random.Generator, height: int, w
 @dataclasses.dataclass(frozen=True)
 class Photo:
   scene: str  # folder name of the scene made from this photo
-  ref: str  # "skimage.data:<name>" or a file path
+  ref: str  # "<package>:<name>" for a built-in photo (BUILTIN_*_PHOTOS), or a file path
 
 
 @functools.lru_cache(maxsize=16)
 def load_photo(ref: str) -> Image.Image:
   """The photo behind `ref` as an RGB PIL image; cached, since every pair of a scene reads it."""
-  if ref.startswith(BUILTIN_SOURCE + ":"):
-    return Image.fromarray(_builtin_pixels(ref.split(":", 1)[1]))
+  if ref in BUILTIN_TRAIN_PHOTOS + BUILTIN_TEST_PHOTOS:
+    return Image.fromarray(images.to_rgb_array(Image.fromarray(_builtin_pixels(*ref.split(":", 1)))))
   return Image.fromarray(images.read_rgb(ref, apply_exif_orientation=True))
 
 
-def _builtin_pixels(name: str) -> np.ndarray:
-  if name in ("motorcycle_left", "motorcycle_right"):
-    left, right, _ = skimage_data.stereo_motorcycle()
-    return left if name == "motorcycle_left" else right
-  return getattr(skimage_data, name)()
+def _builtin_pixels(package: str, name: str) -> np.ndarray:
+  """A photo that ships inside an installed wheel, through that package's own API."""
+  if package == "skimage.data":
+    if name in ("motorcycle_left", "motorcycle_right"):
+      left, right, _ = skimage_data.stereo_motorcycle()
+      return left if name == "motorcycle_left" else right
+    return getattr(skimage_data, name)()
+  if package == "sklearn.datasets":
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top  (only the test photos need it)
+    return datasets.load_sample_image(name)
+  from matplotlib import cbook  # pylint: disable=g-import-not-at-top
+  with cbook.get_sample_data(name) as file:
+    return np.asarray(Image.open(file).convert("RGB"))
 
 
 def builtin_photos() -> dict[str, list[Photo]]:
-  return {"train": [Photo(n, f"{BUILTIN_SOURCE}:{n}") for n in BUILTIN_TRAIN_PHOTOS],
-          "test": [Photo(n, f"{BUILTIN_SOURCE}:{n}") for n in BUILTIN_TEST_PHOTOS]}
+  def scene(ref: str) -> str:
+    return pathlib.PurePath(ref.split(":", 1)[1]).stem
+  return {"train": [Photo(scene(r), r) for r in BUILTIN_TRAIN_PHOTOS],
+          "test": [Photo(scene(r), r) for r in BUILTIN_TEST_PHOTOS]}
+
+
+def test_photo(ref: str) -> Image.Image:
+  """A test photo at the resolution its pairs keep: its longer side at most MAX_TEST_SIDE."""
+  photo = load_photo(ref)
+  shrink = MAX_TEST_SIDE / max(photo.size)
+  if shrink >= 1:
+    return photo
+  return photo.resize((round(photo.width * shrink), round(photo.height * shrink)), Image.Resampling.LANCZOS)
+
+
+def whole_photo_size(photo: Image.Image) -> tuple[int, int]:
+  """Height and width of a whole-photo test pair: the photo less TEST_BORDER on every side, rounded to even."""
+  return tuple(max(16, side - 2 * TEST_BORDER) & ~1 for side in (photo.height, photo.width))
 
 
 def user_photos(folder: pathlib.Path, height: int, width: int, seed: int) -> tuple[dict[str, list[Photo]], int]:
@@ -468,13 +598,17 @@ class _Job:
   height: int
   width: int
   settings: BlurSettings
+  augment: Augmentations | None  # train pairs only
   out_dir: str
 
 
 def _render_job(job: _Job) -> dict:
   """Makes one pair and writes its two PNGs; runs in a worker process."""
   rng = np.random.default_rng([job.seed, SPLITS.index(job.split), job.index])
-  pair = synthesize_pair(load_photo(job.photo.ref), rng, job.height, job.width, job.settings)
+  if job.split == "train":
+    pair = synthesize_pair(load_photo(job.photo.ref), rng, job.height, job.width, job.settings, augment=job.augment)
+  else:  # at the photo's own resolution (scale 1), as a user's photo would be
+    pair = synthesize_pair(test_photo(job.photo.ref), rng, job.height, job.width, job.settings, min_scale=1.0)
   scene_dir = pathlib.Path(job.out_dir) / job.split / job.photo.scene
   name = f"{job.frame:06d}.png"
   for kind, pixels in (("blur", pair.blur), ("sharp", pair.sharp)):
@@ -483,15 +617,18 @@ def _render_job(job: _Job) -> dict:
   return {"split": job.split, "scene": job.photo.scene, "frame": name, "source_photo": job.photo.ref, **pair.info}
 
 
-def _jobs(photos: dict[str, list[Photo]], counts: dict[str, int], seed: int, height: int, width: int,
-          settings: BlurSettings, out_dir: pathlib.Path) -> list[_Job]:
+def _jobs(photos: dict[str, list[Photo]], counts: dict[str, int], seed: int, size: tuple[int, int],
+          test_size: tuple[int, int] | None, settings: BlurSettings, augment: Augmentations,
+          out_dir: pathlib.Path) -> list[_Job]:
   """Pairs go round-robin over a split's photos, so every scene gets about the same number."""
   jobs = []
   for split in SPLITS:
     split_photos = photos[split]
     for index in range(counts[split]):
-      jobs.append(_Job(split, index, index // len(split_photos), split_photos[index % len(split_photos)], seed,
-                       height, width, settings, str(out_dir)))
+      photo = split_photos[index % len(split_photos)]
+      height, width = size if split == "train" else test_size or whole_photo_size(test_photo(photo.ref))
+      jobs.append(_Job(split, index, index // len(split_photos), photo, seed, height, width, settings,
+                       augment if split == "train" else None, str(out_dir)))
   return jobs
 
 
@@ -503,17 +640,22 @@ def psnr_summary(values: Sequence[float]) -> dict[str, float]:
 
 def synthesize_dataset(out: str | os.PathLike, *, photos_dir: str | os.PathLike | None = None,
                        train_pairs: int = DEFAULT_TRAIN_PAIRS, test_pairs: int = DEFAULT_TEST_PAIRS,
-                       size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0, workers: int | None = None,
-                       settings: BlurSettings = BlurSettings(), progress: bool = True) -> dict:
+                       size: tuple[int, int] = DEFAULT_SIZE, test_size: tuple[int, int] | None = None,
+                       seed: int = 0, workers: int | None = None, settings: BlurSettings = BlurSettings(),
+                       augment: Augmentations = Augmentations(), progress: bool = True) -> dict:
   """Writes the GoPro-layout data set to `out` and returns its meta.json content.
+
+  Train pairs are `size` crops; test pairs are `test_size` crops, or whole photos (less a border, scaled down
+  to MAX_TEST_SIDE) when it is None.
 
   The set is built in `<out>.partial` and renamed when complete, so an interrupted run never leaves a folder
   that looks finished; rerunning the same command on a finished folder does nothing.
   """
   out = pathlib.Path(out)
   height, width = size
-  if height < 16 or width < 16:
-    raise images.DatasetError(f"--size {height} {width} is too small; use at least 16 16.")
+  for flag, shape in (("--size", size), ("--test-size", test_size or (16, 16))):
+    if min(shape) < 16:
+      raise images.DatasetError(f"{flag} {shape[0]} {shape[1]} is too small; use at least 16 16.")
   if train_pairs < 1 or test_pairs < 1:
     raise images.DatasetError(f"--train-pairs and --test-pairs must be at least 1, got {train_pairs}, {test_pairs}.")
   if photos_dir is None:
@@ -522,7 +664,8 @@ def synthesize_dataset(out: str | os.PathLike, *, photos_dir: str | os.PathLike 
     photos, too_small = user_photos(pathlib.Path(photos_dir), height, width, seed)
     source = str(photos_dir)
   recipe = {"version": META_VERSION, "source": source, "seed": seed, "size": [height, width],
-            "train_pairs": train_pairs, "test_pairs": test_pairs, "blur": dataclasses.asdict(settings),
+            "test_size": list(test_size) if test_size else "whole photos", "train_pairs": train_pairs,
+            "test_pairs": test_pairs, "blur": dataclasses.asdict(settings), "augment": dataclasses.asdict(augment),
             "photos": {split: [dataclasses.asdict(p) for p in photos[split]] for split in SPLITS},
             "photos_too_small": too_small}
   recipe = json.loads(json.dumps(recipe))  # tuples → lists, as they will read back
@@ -538,7 +681,8 @@ def synthesize_dataset(out: str | os.PathLike, *, photos_dir: str | os.PathLike 
   partial = out.with_name(out.name + ".partial")
   shutil.rmtree(partial, ignore_errors=True)
   partial.mkdir(parents=True)
-  jobs = _jobs(photos, {"train": train_pairs, "test": test_pairs}, seed, height, width, settings, partial)
+  jobs = _jobs(photos, {"train": train_pairs, "test": test_pairs}, seed, size, test_size, settings, augment,
+               partial)
   records = _run_jobs(jobs, workers, progress)
   meta = {"recipe": recipe,
           "summary": {split: psnr_summary([r["input_psnr_db"] for r in records if r["split"] == split])
@@ -573,7 +717,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--train-pairs", type=int, default=DEFAULT_TRAIN_PAIRS, help="pairs in the train split")
   parser.add_argument("--test-pairs", type=int, default=DEFAULT_TEST_PAIRS, help="pairs in the test split")
   parser.add_argument("--size", type=int, nargs=2, default=list(DEFAULT_SIZE), metavar=("H", "W"),
-                      help="height and width of every pair")
+                      help="height and width of every train pair")
+  parser.add_argument("--test-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                      help="height and width of every test pair (default: whole photos, scaled down to "
+                           f"{MAX_TEST_SIDE} px at most)")
   parser.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
   parser.add_argument("--max-blur", type=float, default=BlurSettings.max_length,
                       help="longest camera path in pixels")
@@ -590,7 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   already_built = (pathlib.Path(args.out) / META_FILE).is_file()
   try:
     meta = synthesize_dataset(args.out, photos_dir=args.photos, train_pairs=args.train_pairs,
-                              test_pairs=args.test_pairs, size=tuple(args.size), seed=args.seed,
+                              test_pairs=args.test_pairs, size=tuple(args.size),
+                              test_size=tuple(args.test_size) if args.test_size else None, seed=args.seed,
                               workers=args.workers, settings=settings)
   except images.DatasetError as err:
     print(f"error: {err}", file=sys.stderr)
