@@ -62,6 +62,9 @@ def main(argv=None) -> int:
   print(f"  {unaligned}PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
   for c in summary["conventions"]:
     print(f"  {unaligned}SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} (blurred input {summary[f'input_ssim_{c}']:.4f})")
+  print(f"  colour shift (largest channel-mean offset) {summary['colour_shift']:.2f} levels (blurred input "
+        f"{summary['input_colour_shift']:.2f}); worst image: PSNR {summary['worst_psnr_gain']:+.2f} dB, colour "
+        f"shift {summary['worst_colour_shift_excess']:+.2f} levels beyond its input's")
   saved = ", images/, worst/, best/" if args.save_images else ""
   print(f"  files: {summary['out']}/results.csv, summary.json{saved}")
   return 0

@@ -85,6 +85,22 @@ def psnr(pred: jax.Array, target: jax.Array) -> jax.Array:
   return 10.0 * jnp.log10(255.0 ** 2 / mse)
 
 
+def colour_shift(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """The largest |mean of a channel of pred − mean of that channel of target| of each image, in 8-bit levels:
+  how far a colour cast moves the image (the pixels' own errors average out; a cast does not).
+
+  Each row's channel sums are exact in int32; their sum is one float rounding (1e-7 of the mean).
+  """
+  _check_pair(pred, target, "colour_shift")
+  dtype = jnp.float64 if jax.config.x64_enabled else jnp.float32
+
+  def channel_means(image):
+    rows = image.astype(jnp.int32).sum(axis=-2)  # [..., H, 3], each at most 255·W
+    return rows.astype(dtype).sum(axis=-2) / (image.shape[-3] * image.shape[-2])
+
+  return jnp.abs(channel_means(pred) - channel_means(target)).max(axis=-1)
+
+
 def ssim(pred: jax.Array, target: jax.Array, convention: Convention = "matlab") -> jax.Array:
   """Mean SSIM of each image in the given convention (see the module docstring)."""
   _check_pair(pred, target, "ssim")

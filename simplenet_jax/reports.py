@@ -80,14 +80,16 @@ def write_results(results: list[scoring.ImageResult], out: epath.Path, extra: di
   table = io.StringIO()
   writer = csv.writer(table)
   writer.writerow(["scene", "name", "input_psnr"] + [f"input_ssim_{c}" for c in conventions] + ["psnr"] +
-                  [f"ssim_{c}" for c in conventions] + [f"{k}_{scoring.ALIGNED}" for k in aligned] + ["seconds"])
+                  [f"ssim_{c}" for c in conventions] + [f"{k}_{scoring.ALIGNED}" for k in aligned] +
+                  ["input_colour_shift", "colour_shift", "seconds"])
   for r in results:
     scene, name = r.name.split("/", 1) if "/" in r.name else ("", r.name)
     writer.writerow([scene, name, f"{r.input_psnr:.6f}"] + [f"{r.input_ssim[c]:.8f}" for c in conventions] +
                     [f"{r.psnr:.6f}"] + [f"{r.ssim[c]:.8f}" for c in conventions] +
-                    [f"{r.aligned[k]:.8f}" for k in aligned] + [f"{r.seconds:.4f}"])
+                    [f"{r.aligned[k]:.8f}" for k in aligned] +
+                    [f"{r.input_colour_shift:.4f}", f"{r.colour_shift:.4f}", f"{r.seconds:.4f}"])
   (out / "results.csv").write_text(table.getvalue())
-  summary = {**scoring.mean_metrics(results),
+  summary = {**scoring.mean_metrics(results), **scoring.worst_cases(results),
              "seconds": float(np.mean([r.seconds for r in results])) if results else 0,
              "images": len(results), "conventions": conventions, **extra}
   (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -27,6 +27,9 @@ class ImageResult:
   psnr: float
   ssim: dict[str, float]
   seconds: float
+  # Largest channel-mean offset from the sharp image, in 8-bit levels (`metrics.colour_shift`): a colour cast.
+  colour_shift: float
+  input_colour_shift: float
   # RealBlur's protocol (ECC-aligned, valid region), when asked for: psnr, ssim, input_psnr, input_ssim
   aligned: dict[str, float] | None = None
 
@@ -34,9 +37,12 @@ class ImageResult:
 @functools.partial(jax.jit, static_argnames="conventions")
 def batch_scores(blur: jax.Array, output: jax.Array, sharp: jax.Array,
                  conventions: tuple[str, ...] = metrics.CONVENTIONS) -> dict[str, jax.Array]:
-  """PSNR and SSIM of uint8 ``[N, H, W, 3]`` outputs and blurred inputs against the sharp images, in one
-  device program: ``{"psnr", "input_psnr", "ssim_<c>", "input_ssim_<c>": [N]}``."""
-  scores = {"psnr": metrics.psnr(output, sharp), "input_psnr": metrics.psnr(blur, sharp)}
+  """PSNR, SSIM and colour shift of uint8 ``[N, H, W, 3]`` outputs and blurred inputs against the sharp
+  images, in one device program: ``{"psnr", "input_psnr", "ssim_<c>", "input_ssim_<c>", "colour_shift",
+  "input_colour_shift": [N]}``."""
+  scores = {"psnr": metrics.psnr(output, sharp), "input_psnr": metrics.psnr(blur, sharp),
+            "colour_shift": metrics.colour_shift(output, sharp),
+            "input_colour_shift": metrics.colour_shift(blur, sharp)}
   for convention in conventions:
     scores[f"ssim_{convention}"] = metrics.ssim(output, sharp, convention)
     scores[f"input_ssim_{convention}"] = metrics.ssim(blur, sharp, convention)
@@ -60,17 +66,19 @@ def score(names: list[str], blur: np.ndarray, output: np.ndarray, sharp: np.ndar
   return [ImageResult(name=name, input_psnr=float(scores["input_psnr"][i]),
                       input_ssim={c: float(scores[f"input_ssim_{c}"][i]) for c in conventions},
                       psnr=float(scores["psnr"][i]), ssim={c: float(scores[f"ssim_{c}"][i]) for c in conventions},
-                      seconds=seconds, aligned=aligned_scores(blur[i], output[i], sharp[i]) if aligned else None)
+                      seconds=seconds, colour_shift=float(scores["colour_shift"][i]),
+                      input_colour_shift=float(scores["input_colour_shift"][i]), aligned=aligned_scores(blur[i], output[i], sharp[i]) if aligned else None)
           for i, name in enumerate(names)]
 
 
 def mean_metrics(results: list[ImageResult]) -> dict[str, float]:
-  """Means over images: psnr, input_psnr, ssim_<convention>, input_ssim_<convention>, and with RealBlur's
-  protocol psnr_aligned, input_psnr_aligned, ssim_aligned, input_ssim_aligned."""
+  """Means over images: psnr, input_psnr, ssim_<convention>, input_ssim_<convention>, colour_shift,
+  input_colour_shift, and with RealBlur's protocol psnr_aligned, input_psnr_aligned, ssim_aligned,
+  input_ssim_aligned."""
   if not results:
     return {}
-  means = {"psnr": float(np.mean([r.psnr for r in results])),
-           "input_psnr": float(np.mean([r.input_psnr for r in results]))}
+  means = {key: float(np.mean([getattr(r, key) for r in results]))
+           for key in ("psnr", "input_psnr", "colour_shift", "input_colour_shift")}
   for convention in results[0].ssim:
     means[f"ssim_{convention}"] = float(np.mean([r.ssim[convention] for r in results]))
     means[f"input_ssim_{convention}"] = float(np.mean([r.input_ssim[convention] for r in results]))
@@ -78,3 +86,12 @@ def mean_metrics(results: list[ImageResult]) -> dict[str, float]:
     for key in results[0].aligned:
       means[f"{key}_{ALIGNED}"] = float(np.mean([r.aligned[key] for r in results]))
   return means
+
+
+def worst_cases(results: list[ImageResult]) -> dict[str, float]:
+  """The images furthest from helping: the lowest PSNR gain over the input, and the largest colour shift
+  beyond the input's (in levels)."""
+  if not results:
+    return {}
+  return {"worst_psnr_gain": float(min(r.psnr - r.input_psnr for r in results)),
+          "worst_colour_shift_excess": float(max(r.colour_shift - r.input_colour_shift for r in results))}

@@ -79,8 +79,15 @@ def test_results_equal_an_independent_recomputation_from_the_saved_pngs(workdir,
     assert float(row["ssim_python"]) == pytest.approx(structural_similarity(
         output, sharp, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
         data_range=255), abs=1e-6)
+    for key, image in (("colour_shift", output), ("input_colour_shift", blur)):
+      offsets = image.astype(np.float64).mean(axis=(0, 1)) - sharp.mean(axis=(0, 1))
+      assert float(row[key]) == pytest.approx(np.abs(offsets).max(), abs=1e-3)
   summary = json.loads((out / "summary.json").read_text())
   assert summary["psnr"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows]), abs=1e-5)
+  assert summary["worst_psnr_gain"] == pytest.approx(min(gains.values()), abs=1e-5)
+  excess = [float(r["colour_shift"]) - float(r["input_colour_shift"]) for r in rows]
+  assert summary["worst_colour_shift_excess"] == pytest.approx(max(excess), abs=1e-3)
+  assert f"worst image: PSNR {summary['worst_psnr_gain']:+.2f} dB" in run.stdout
   assert summary["checkpoint_step"] == 4 and summary["images"] == 2 and summary["batch_size"] == 2
 
 

@@ -126,6 +126,23 @@ def test_psnr_sums_squared_errors_exactly_past_float32_precision():
   np.testing.assert_allclose(got, 10 * np.log10(255 ** 2 / mse), rtol=0, atol=2e-6)
 
 
+def test_colour_shift_is_the_largest_channel_mean_offset():
+  """Against NumPy float64 channel means on random odd-size images, a planted cast, and a 720p image."""
+  rng = np.random.default_rng(3)
+  pred = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+  target = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+  expected = np.abs(pred.astype(np.float64).mean(axis=(1, 2)) - target.mean(axis=(1, 2))).max(axis=1)
+  np.testing.assert_allclose(np.asarray(metrics.colour_shift(pred, target)), expected, atol=1e-4)
+  cast = np.clip(target.astype(int) + [0, 0, 3], 0, 255).astype(np.uint8)  # +3 levels of blue (few clip)
+  np.testing.assert_allclose(np.asarray(metrics.colour_shift(cast, target)),
+                             np.abs(cast.astype(np.float64) - target).mean(axis=(1, 2)).max(axis=1), atol=1e-4)
+  assert 2.9 < float(metrics.colour_shift(cast, target)[0]) <= 3.0
+  bright = np.full((1, 720, 1280, 3), 250, np.uint8)
+  dim = bright.copy()
+  dim[..., 1] -= 1
+  np.testing.assert_allclose(np.asarray(metrics.colour_shift(bright, dim)), [1.0], atol=1e-5)
+
+
 def test_batched_ssim_equals_one_at_a_time():
   rng = np.random.default_rng(2)
   target = rng.integers(0, 256, (2, 21, 17, 3)).astype(np.uint8)
