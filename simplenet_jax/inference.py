@@ -39,6 +39,15 @@ def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
 
   `checkpoint` is "latest", "best" (by evaluation PSNR) or a step number. Only the parameters are read.
   """
+  config, graphdef, params, step = load_parameters(workdir, checkpoint)
+  forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
+  return config, functools.partial(forward, params), step
+
+
+def load_parameters(workdir: str | os.PathLike, checkpoint: str = "latest"
+                    ) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, nnx.State, int]:
+  """(config, the network's graphdef, its parameters, step) of a workdir's checkpoint (see `load_model`);
+  `nnx.merge(graphdef, params)` is the trained `SimpleNet`."""
   paths.check_reachable(workdir, "workdir")
   manager = checkpointing.create_manager(workdir, keep=1, read_only=True)
   steps = manager.all_steps()
@@ -62,8 +71,7 @@ def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
   except (FileNotFoundError, KeyError, ValueError) as error:  # tensorstore reports damaged files as ValueError
     raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt "
                      f"({paths.first_line(error)}); pass --checkpoint with another step.") from None
-  forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
-  return config, functools.partial(forward, params), step
+  return config, graphdef, params, step
 
 
 def pad_to_multiple(image: jax.Array, multiple: int = SIZE_MULTIPLE) -> tuple[jax.Array, tuple[int, int]]:

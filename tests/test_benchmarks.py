@@ -65,3 +65,69 @@ def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path):
     assert row["cpu_ms_per_pair"] > 0 and row["pairs_per_s_0w"] > 0 and row["pairs_per_s_1w"] > 0
     assert row["disk_mb_per_pair"] > 0
   assert "CPU ms/pair" in result.stdout and "pairs/s 1w" in result.stdout
+
+
+def test_ablation_variants_are_the_papers_tables_through_their_config_files():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import ablation  # pylint: disable=g-import-not-at-top
+  expected = {"full": {}, "baseline1": {"use_dr": False}, "baseline2": {"use_lgcr": False},
+              "baseline3": {"use_pvb": False}, "nonlocal": {"global_context": "nonlocal"},
+              "tgm_trm": {"global_context": "tgm_trm"}, "none": {"global_context": "none"},
+              "lgcr_c": {"lgcr_softmax_axes": "c"}}
+  assert {name: ablation.model_overrides(source) for name, source, _, _ in ablation.VARIANTS} == expected
+  for name in ablation.VARIANT_NAMES:
+    config = ablation.variant_config(name, 1, ablation.FULL, ROOT / "data")
+    assert config.model.widths == (16, 32, 64) and config.seed == config.data.seed == 1
+    assert config.num_train_steps == ablation.FULL.steps and config.data.crop_size == 64
+    for key, value in expected[name].items():
+      assert config.model[key] == value
+
+
+def test_global_context_effect_is_the_relative_change_of_the_features():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import ablation  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.models import SimpleNet  # pylint: disable=g-import-not-at-top
+
+  class Doubling(nnx.Module):
+    def __call__(self, x):
+      return 3 * x  # |3x − x| / |x| = 2
+
+  image = jnp.linspace(0, 1, 1 * 20 * 28 * 3).reshape(1, 20, 28, 3)
+  model = SimpleNet((4, 4, 4), global_context="none", rngs=nnx.Rngs(0))
+  assert float(ablation.global_context_effect(model, image)) == 0.0
+  model.lgcr = Doubling()
+  assert abs(float(ablation.global_context_effect(model, image)) - 2.0) < 1e-6
+
+
+def test_ablation_smoke_runs_resumes_and_reports(tmp_path):
+  out = tmp_path / "ablation"
+  args = ["--smoke", "--out", str(out), "--variants", "full", "none", "--seeds", "0"]
+  first = _run_benchmark("ablation.py", *args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  payload = json.loads((out / "results.json").read_text())
+  results = {r["variant"]: r for r in payload["results"]}
+  assert set(results) == {"full", "none"}
+  for r in results.values():
+    assert r["params"] > 0 and r["gflops_256"] > 0 and r["step_ms"] > 0
+    assert 10 < r["eval"]["psnr"] < 60 and r["eval"]["images"] == 2
+    assert r["curve"]["psnr"] and r["curve"]["loss"]
+  assert results["none"]["global_context_effect"]["trained"]["on_crops"] == 0.0
+  assert results["full"]["global_context_effect"]["trained"]["on_crops"] > 0.0
+  assert results["full"]["params"] > results["none"]["params"]  # LGCR's weights
+  markdown = (out / "results.md").read_text()
+  assert "| SimpleNet (PVB + LGCR + DR) | 3 | 1 |" in markdown and "| Nothing in LGCR's slot | 5 | 1 |" in markdown
+  assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+  # A finished run is skipped; one whose result is missing resumes from its checkpoint (no step retrained).
+  (out / "runs" / "none_seed0" / "result.json").unlink()
+  again = _run_benchmark("ablation.py", *args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "[1/2] full seed 0: done before, skipped" in again.stdout
+  redone = json.loads((out / "runs" / "none_seed0" / "result.json").read_text())
+  assert redone["eval"]["psnr"] == results["none"]["eval"]["psnr"]
+
+  other = _run_benchmark("ablation.py", *args, "--steps", "5")
+  assert other.returncode == 1 and "Traceback" not in other.stderr
+  assert f"error: {out} holds runs of another budget" in other.stderr

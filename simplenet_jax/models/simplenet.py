@@ -128,16 +128,24 @@ class SimpleNet(nnx.Module):
     features; the image and the global residual add stay in the image's dtype, so that bf16 rounds the
     predicted residual, not the input and the output (bf16 spacing is 1/256 near 1, an 8-bit level)."""
     check_input(image)
+    features, skips = self.encode(image if compute_dtype is None else image.astype(compute_dtype))
+    return image + self.decode(self.lgcr(features), skips).astype(image.dtype)
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """The encoder: the 1/4-scale features that enter the global-context block, and the two skips."""
     relu = jax.nn.relu
-    stage = self._stage
-    x = image if compute_dtype is None else image.astype(compute_dtype)
-    skip1 = stage(self.encoder1, relu(self.head(x)))
-    skip2 = stage(self.encoder2, relu(self.down1(skip1)))
-    x = stage(self.encoder3, relu(self.down2(skip2)))
-    x = stage(self.decoder3, self.lgcr(x))
-    x = stage(self.decoder2, relu(self.up2(x)) + skip2)
-    x = stage(self.decoder1, relu(self.up1(x)) + skip1)
-    return image + self.tail(x).astype(image.dtype)
+    skip1 = self._stage(self.encoder1, relu(self.head(x)))
+    skip2 = self._stage(self.encoder2, relu(self.down1(skip1)))
+    return self._stage(self.encoder3, relu(self.down2(skip2))), (skip1, skip2)
+
+  def decode(self, x: jax.Array, skips: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """The decoder from the global-context block's output: the predicted residual (before the add)."""
+    relu = jax.nn.relu
+    skip1, skip2 = skips
+    x = self._stage(self.decoder3, x)
+    x = self._stage(self.decoder2, relu(self.up2(x)) + skip2)
+    x = self._stage(self.decoder1, relu(self.up1(x)) + skip1)
+    return self.tail(x)
 
   def _stage(self, stage: Stage, x: jax.Array) -> jax.Array:
     if self.remat:  # keep only the stage's input for the backward pass; recompute the rest there
