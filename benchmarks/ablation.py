@@ -196,13 +196,15 @@ def scalars(workdir: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def run_variant(name: str, seed: int, budget: Budget, out: pathlib.Path, data_root: pathlib.Path,
-                blurred: list[np.ndarray]) -> dict:
-  """Trains (or resumes) one variant, evaluates it, and writes and returns its result."""
+                blurred: list[np.ndarray]) -> dict | None:
+  """Trains (or resumes) one variant, evaluates it, and writes and returns its result; None when training
+  was stopped (Ctrl-C, SIGTERM: its checkpoint is saved, and a rerun resumes it)."""
   run_dir = out / "runs" / f"{name}_seed{seed}"
   workdir = run_dir / "workdir"
   config = variant_config(name, seed, budget, data_root)
   start = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
+  if train.train_and_evaluate(config, workdir)["step"] < config.num_train_steps:
+    return None
   train_seconds = time.perf_counter() - start
   start = time.perf_counter()
   summary = evaluate.evaluate_workdir(str(workdir), out=str(run_dir / "eval"))
@@ -341,6 +343,9 @@ def main(argv=None) -> int:
       print(f"[{index + 1}/{len(todo)}] {name} seed {seed}: done before, skipped", flush=True)
       continue
     result = run_variant(name, seed, budget, out, data_root, blurred)
+    if result is None:
+      print(f"stopped during {name} seed {seed}; run the same command to resume", flush=True)
+      return 1
     ran += 1
     elapsed = time.perf_counter() - start
     eta = elapsed / ran * (len(todo) - index - 1)

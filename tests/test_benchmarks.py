@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -131,3 +133,18 @@ def test_ablation_smoke_runs_resumes_and_reports(tmp_path):
   other = _run_benchmark("ablation.py", *args, "--steps", "5")
   assert other.returncode == 1 and "Traceback" not in other.stderr
   assert f"error: {out} holds runs of another budget" in other.stderr
+
+
+def test_ablation_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import ablation  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def stopped_early(config, workdir):  # what train_and_evaluate returns after SIGTERM at step 2
+    calls.append(workdir)
+    return {"step": 2, "train": {}, "eval": {}}
+
+  monkeypatch.setattr(ablation.train, "train_and_evaluate", stopped_early)
+  monkeypatch.setattr(ablation.evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated a stopped run"))
+  assert ablation.run_variant("full", 0, ablation.SMOKE, tmp_path, tmp_path / "data", []) is None
+  assert calls and not (tmp_path / "runs" / "full_seed0" / "result.json").exists()
