@@ -68,6 +68,7 @@ VARIANTS = (
     ("lgcr_c", {"lgcr_softmax_axes": "c"}, "6", "LGCR, softmax over channels"),
 )
 VARIANT_NAMES = tuple(v[0] for v in VARIANTS)
+VARIANT_SOURCES = {v[0]: v[1] for v in VARIANTS}
 
 # GoPro-like heavy shake: camera paths of 2–30 px (mean about 11), heavier than the demo's.
 HEAVY_SHAKE = synthesize.BlurSettings(min_length=2.0, max_length=30.0, length_beta=(1.5, 3.0))
@@ -104,7 +105,6 @@ def model_overrides(source) -> dict:
 
 def variant_config(name: str, seed: int, budget: Budget, data_root: pathlib.Path) -> ml_collections.ConfigDict:
   """The demo recipe at `budget`, with the variant's model fields and `seed` (network init and data order)."""
-  source = {v[0]: v[1] for v in VARIANTS}[name]
   config = demo.get_config()
   config.name = f"ablation_{name}"
   config.seed = seed
@@ -122,7 +122,7 @@ def variant_config(name: str, seed: int, budget: Budget, data_root: pathlib.Path
   config.eval_every_steps = budget.steps
   config.eval_num_images = 1  # the end of training looks at one image; the full evaluation follows
   config.eval_grid_images = 0
-  for key, value in model_overrides(source).items():
+  for key, value in model_overrides(VARIANT_SOURCES[name]).items():
     config.model[key] = value
   return config
 
@@ -216,7 +216,7 @@ def run_variant(name: str, seed: int, budget: Budget, out: pathlib.Path, data_ro
   rates = [v for _, v in logged.get("steps_per_sec", [])]
   result = {
       "variant": name, "seed": seed, "budget": dataclasses.asdict(budget),
-      "model": model_overrides({v[0]: v[1] for v in VARIANTS}[name]),
+      "model": model_overrides(VARIANT_SOURCES[name]),
       "params": int(sum(x.size for x in jax.tree.leaves(trained))),
       "gflops_256": forward_gflops(config),
       "step_ms": 1e3 / statistics.median(rates) if rates else None,

@@ -498,7 +498,7 @@ class Photo:
 def load_photo(ref: str) -> Image.Image:
   """The photo behind `ref` as an RGB PIL image; cached, since every pair of a scene reads it."""
   if ref in BUILTIN_TRAIN_PHOTOS + BUILTIN_TEST_PHOTOS:
-    return Image.fromarray(images.to_rgb_array(Image.fromarray(_builtin_pixels(*ref.split(":", 1)))))
+    return Image.fromarray(_builtin_pixels(*ref.split(":", 1))).convert("RGB")  # gray ones too
   return Image.fromarray(images.read_rgb(ref, apply_exif_orientation=True))
 
 
