@@ -138,6 +138,17 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
   return restored["state"]["params"]
 
 
+class _UnretrievedReadErrors(logging.Filter):
+  """Drops asyncio's "… exception was never retrieved" records, which a failed restore leaves behind."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(("Task exception was never retrieved",
+                                               "Future exception was never retrieved"))
+
+
+_UNRETRIEVED_READ_ERRORS = _UnretrievedReadErrors()
+
+
 @contextlib.contextmanager
 def _failed_reads_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0):
   """Runs a restore with `sys.stderr` captured, so that a damaged checkpoint fails with one sentence.
@@ -146,8 +157,14 @@ def _failed_reads_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0
   still in flight, and each of those then prints an "Event loop is closed" traceback from its own thread.
   After a failure they are waited out (until stderr stays quiet for `quiet_seconds`) and dropped; after a
   success whatever was written is passed on. (0.2 s of quiet was too short on a busy 2-core machine.)
+  The failed reads' tasks also reach asyncio's logger ("Task exception was never retrieved", with a
+  traceback) whenever they are garbage-collected, often after the caller has printed its sentence, and
+  through a handler that holds the real stderr: after a failure those records stay dropped for the rest of
+  the process, which is about to report the failure and end.
   """
   captured = io.StringIO()
+  asyncio_logger = logging.getLogger("asyncio")
+  asyncio_logger.addFilter(_UNRETRIEVED_READ_ERRORS)
   try:
     with contextlib.redirect_stderr(captured):
       yield
@@ -158,4 +175,5 @@ def _failed_reads_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0
         size = captured.tell()
         time.sleep(quiet_seconds)
     raise
+  asyncio_logger.removeFilter(_UNRETRIEVED_READ_ERRORS)
   sys.stderr.write(captured.getvalue())
