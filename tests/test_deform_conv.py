@@ -341,3 +341,20 @@ def test_sharded_over_four_cpu_devices_matches_single_device():
                           timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 0, result.stderr[-3000:]
   assert "sharding ok" in result.stdout
+
+
+def test_shape_polymorphic_export_tiles_rows_and_matches_numpy_loop():
+  """`jax.export` with a symbolic batch, height and width (simplenet_jax.export): the tile plan is made for
+  a 1280-wide row and so several tiles of 2 rows here, looped over a symbolic count."""
+  cin, groups = 4, 2
+  tile_bytes = 2 * 4 * deform_conv.SYMBOLIC_WIDTH * 9 * cin
+  n, h, w = jax.export.symbolic_shape("n, h, w")
+  specs = [jax.ShapeDtypeStruct(s, jnp.float32) for s in
+           ((n, h, w, cin), (n, h, w, 2 * groups * 9), (n, h, w, groups * 9), (3, 3, cin, 3))]
+  assert deform_conv.tile_rows(n, cin, (3, 3), (h, w), tile_bytes)[0] == 2
+  exported = jax.export.export(jax.jit(lambda *a: deform_conv2d(*a, tile_bytes=tile_bytes)))(*specs)
+  rng = np.random.default_rng(5)
+  for size in ((2, 7, 9), (1, 10, 5)):
+    args = _inputs(rng, *size, cin, 3, groups, 1, 1, 1, 1.5, True)
+    got = exported.call(*[jnp.asarray(a, jnp.float32) for a in args])
+    np.testing.assert_allclose(np.asarray(got), deform_conv2d_numpy(*args, 1, 1, 1), rtol=1e-4, atol=1e-4)

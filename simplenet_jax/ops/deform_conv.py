@@ -66,6 +66,8 @@ _BORDER = 2
 # 0.5–1 MiB on the 2-core benchmark machine, 3–9× faster than 16 MiB.
 DEFAULT_TILE_BYTES = 1 << 20
 _IN_BOUNDS = lax.GatherScatterMode.PROMISE_IN_BOUNDS
+# The output width a shape-polymorphic export plans its tiles for (`tile_rows`).
+SYMBOLIC_WIDTH = 1280
 
 
 def to_pair(value: IntPair, name: str) -> tuple[int, int]:
@@ -330,10 +332,19 @@ _deform_conv.defvjp(_deform_conv_forward, _deform_conv_backward)
 def tile_rows(batch: int, cin: int, kernel_hw: tuple[int, int], out_hw: tuple[int, int],
               tile_bytes: int) -> tuple[int, int]:
   """(output rows per tile, tiles) for about `tile_bytes` of float32 im2col per tile (at least one row;
-  `tile_bytes` 0 = a single tile). Shapes and budget only: the same answer on every platform."""
+  `tile_bytes` 0 = a single tile). Shapes and budget only: the same answer on every platform.
+
+  A shape-polymorphic export (`jax.export` with a symbolic batch, height or width) cannot divide the budget
+  by sizes it does not know: it tiles as a batch of one image `SYMBOLIC_WIDTH` wide would be tiled (720p),
+  so the tiles hold about `tile_bytes` per image of that width and grow in proportion beyond it.
+  """
   ho, wo = out_hw
   if tile_bytes <= 0:
     return ho, 1
+  if any(jax.export.is_symbolic_dim(d) for d in (batch, ho, wo)):
+    reference_wo = wo if not jax.export.is_symbolic_dim(wo) else SYMBOLIC_WIDTH
+    rows = max(1, tile_bytes // (4 * reference_wo * kernel_hw[0] * kernel_hw[1] * cin))
+    return rows, (ho + rows - 1) // rows
   row_bytes = 4 * batch * wo * kernel_hw[0] * kernel_hw[1] * cin
   rows = max(1, min(ho, tile_bytes // row_bytes))
   tiles = math.ceil(ho / rows)

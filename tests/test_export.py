@@ -1,0 +1,93 @@
+"""simplenet_jax.export: each artifact equals the in-process network; the StableHLO one runs without the package."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simplenet_jax import export
+from simplenet_jax import inference
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SIZES = [(2, 20, 28), (1, 32, 32)]  # one not square, batch 2; one square
+
+# A fresh process that knows only jax and numpy: loads the artifact, runs it at SIZES, saves the outputs.
+_LOAD = """
+import json, sys
+sys.modules["simplenet_jax"] = None  # any import of the package now fails
+import jax, numpy as np
+exported = jax.export.deserialize(open(sys.argv[1], "rb").read())
+inputs = np.load(sys.argv[2])
+np.savez(sys.argv[3], **{k: np.asarray(exported.call(inputs[k])) for k in inputs.files})
+print(json.dumps({"platforms": list(exported.platforms), "modules": sorted(m for m in sys.modules if m.startswith("simplenet_jax.")),
+                  "input": str(exported.in_avals[0])}))
+"""
+
+
+def _run(*args, **kwargs):
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, check=False,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def stablehlo(trained_workdir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("export") / "simplenet.stablehlo"
+  run = _run("-m", "simplenet_jax.export", "--workdir", str(trained_workdir), "--out", str(out), cwd=ROOT)
+  assert run.returncode == 0, run.stderr
+  assert run.stdout.startswith(f"wrote {out}: stablehlo, checkpoint step 4 (smoke") and "cpu, cuda, tpu" in run.stdout
+  return out
+
+
+def test_stablehlo_equals_the_network_in_a_process_without_the_package(trained_workdir, stablehlo, tmp_path):
+  rng = np.random.default_rng(0)
+  inputs = {f"x{i}": rng.random((*size, 3), dtype=np.float32) for i, size in enumerate(SIZES)}
+  np.savez(tmp_path / "inputs.npz", **inputs)
+  run = _run("-c", _LOAD, str(stablehlo), str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz"),
+             cwd=tmp_path)  # not the repository: simplenet_jax is not importable from there
+  assert run.returncode == 0, run.stderr
+  facts = json.loads(run.stdout.splitlines()[-1])
+  assert facts["modules"] == [] and facts["platforms"] == ["cpu", "cuda", "tpu"]
+  assert facts["input"] == "float32[n,4*h,4*w,3]"
+  _, network, _ = inference.load_model(trained_workdir)
+  outputs = np.load(tmp_path / "outputs.npz")
+  for key, image in inputs.items():
+    expected = np.asarray(network(image))
+    assert outputs[key].shape == image.shape
+    assert np.abs(expected - image).max() > 1e-3  # the trained model changes the image: a real comparison
+    np.testing.assert_allclose(outputs[key], expected, rtol=0, atol=1e-5)
+
+
+def test_stablehlo_refuses_a_size_that_is_not_a_multiple_of_four(stablehlo):
+  import jax  # pylint: disable=g-import-not-at-top
+  exported = jax.export.deserialize(stablehlo.read_bytes())
+  with pytest.raises(Exception, match="divisible by 4|multiple of 4|4\\*h"):
+    exported.call(np.zeros((1, 21, 28, 3), np.float32))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("folder", "error: --out {out} is a folder; pass a file name"),
+    ("no_checkpoint", "error: workdir {workdir} has no checkpoint"),
+    ("bad_step", "error: checkpoint '99' is not in"),
+])
+def test_bad_input_is_one_sentence(trained_workdir, tmp_path, case, message):
+  out, workdir, extra = tmp_path / "model.stablehlo", trained_workdir, []
+  if case == "folder":
+    out = tmp_path
+  elif case == "no_checkpoint":
+    workdir = tmp_path / "empty"
+    workdir.mkdir()
+  else:
+    extra = ["--checkpoint", "99"]
+  run = _run("-m", "simplenet_jax.export", "--workdir", str(workdir), "--out", str(out), *extra, cwd=ROOT)
+  assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+  assert run.stderr.startswith(message.format(out=out, workdir=workdir)) and len(run.stderr.splitlines()) == 1
+  assert not (tmp_path / "model.stablehlo").exists()
+
+
+def test_unknown_format_is_one_sentence(trained_workdir, tmp_path):
+  with pytest.raises(ValueError, match="unknown export format 'tflite'; choose one of"):
+    export.export_workdir(trained_workdir, tmp_path / "m", fmt="tflite")
