@@ -4,4 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --torch
+# tests/test_app.py drives the web demo in Debian's chromium (playwright without its own browser download).
+if ! command -v chromium >/dev/null; then
+  echo "setup: installing Debian's chromium for the browser test (tests/test_app.py; a minute or two)" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq chromium >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; }
+fi
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-auto}" --maxprocesses=4 "$@"

@@ -138,12 +138,13 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray
   return weights
 
 
-def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int) -> jax.Array:
+def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int,
+          progress: Callable[[int, int], None] | None = None) -> jax.Array:
   """Runs `apply_fn` on overlapping `tile`×`tile` windows of ``[1, H, W, 3]`` and blends them linearly.
 
   Memory then depends on the tile, not the image. LGCR's global context becomes per-tile, so the result
   is an approximation of the whole-image output (exact when the tile covers the image). Every window has
-  the same shape, so the network compiles once.
+  the same shape, so the network compiles once. `progress(done, total)` is called after every window.
   """
   check_tiling(tile, overlap, whole_allowed=False)
   _, height, width, channels = image.shape
@@ -159,22 +160,25 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int) -> jax.A
            _ramp(tile_w, overlap, left == cols[0], left == cols[-1])[None, :, None])
       total[top:top + tile_h, left:left + tile_w] += out * w
       weight[top:top + tile_h, left:left + tile_w] += w
+      if progress is not None:
+        progress(rows.index(top) * len(cols) + cols.index(left) + 1, len(rows) * len(cols))
   return jnp.asarray(total / weight)[None]
 
 
-def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = 32) -> ApplyFn:
+def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = 32,
+                   progress: Callable[[int, int], None] | None = None) -> ApplyFn:
   """The function that deblurs ``[N, H, W, 3]`` floats in [0, 1] of any size with `network`.
 
   The whole batch goes through the network at once, also for the ×8 `ensemble` (each orientation is padded
   to the network's multiple of 4 on its own). With `tile` > 0 (overlapping tiles of that size, `overlap`
-  pixels blended), images go one at a time.
+  pixels blended), images go one at a time, and `progress(done, total)` follows each image's tiles.
   """
   check_tiling(tile, overlap)
   padded = at_any_size(network)
   whole = (lambda x: self_ensemble(padded, x)) if ensemble else padded
   if not tile:
     return whole
-  one = functools.partial(tiled, whole, tile=tile, overlap=overlap)
+  one = functools.partial(tiled, whole, tile=tile, overlap=overlap, progress=progress)
   return lambda images: jnp.concatenate([one(images[i:i + 1]) for i in range(images.shape[0])])
 
 

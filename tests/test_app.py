@@ -1,0 +1,165 @@
+"""simplenet_jax.app: the web demo's handler, and the page itself driven in a real (headless) Chromium."""
+
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from simplenet_jax import app
+from simplenet_jax import inference
+from simplenet_jax import metrics
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As this machine's notes advise: no sandbox as root, and nothing that reaches for the (closed) network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _photo(path: pathlib.Path, size=(44, 60), seed=0) -> np.ndarray:
+  """A blurred-looking uint8 RGB photo of H×W = size, saved as PNG."""
+  rng = np.random.default_rng(seed)
+  pixels = np.clip(rng.normal(128, 40, (*size, 3)), 0, 255).astype(np.uint8)
+  Image.fromarray(pixels).save(path)
+  return pixels
+
+
+@pytest.fixture(scope="module")
+def deblurrer(trained_workdir, tmp_path_factory):
+  return app.Deblurrer(str(trained_workdir), out=tmp_path_factory.mktemp("app_out"))
+
+
+def test_the_handler_returns_the_networks_output_as_slider_and_png(deblurrer, tmp_path):
+  pixels = _photo(tmp_path / "shot.png")
+  (before, after), path, status = deblurrer(str(tmp_path / "shot.png"), False, "auto")
+  expected = np.asarray(metrics.to_uint8(inference.make_deblur_fn(deblurrer.network)(
+      metrics.to_float(pixels[None]))))[0]
+  saved = np.asarray(Image.open(path))
+  assert before.dtype == after.dtype == np.uint8
+  np.testing.assert_array_equal(before, pixels)
+  np.testing.assert_array_equal(saved, expected)
+  np.testing.assert_array_equal(after, expected)
+  assert (saved != pixels).mean() > 0.5  # the trained model changes the photo
+  assert pathlib.Path(path).name == "shot-deblurred.png"
+  assert status.startswith("Deblurred shot.png (60×44) in ") and "the whole photo at once" in status
+
+
+def test_tiles_report_progress_once_per_window(deblurrer, tmp_path):
+  _photo(tmp_path / "wide.png", size=(40, 70))
+  calls = []
+  progress = lambda value, desc=None, unit=None: calls.append(value)
+  deblurrer(str(tmp_path / "wide.png"), False, "256", progress)  # one 40×70 window: tile ≥ photo
+  assert calls[1:] == [(1, 1)]
+  calls.clear()
+  image = np.zeros((1, 40, 70, 3), np.float32)
+  inference.tiled(lambda x: x, image, 16, 4, progress=lambda d, t: calls.append((d, t)))
+  # rows start at 0, 12, 24 (and 24 = 40 − 16); columns at 0, 12, …, 48, 54 (= 70 − 16): 3 × 6 windows
+  assert calls == [(i, 18) for i in range(1, 19)]
+
+
+def test_resolve_tile_follows_simplenet_deblur():
+  assert app.resolve_tile("auto", 1_000_000) == 0 and app.resolve_tile("auto", 2_000_000) == 512
+  assert app.resolve_tile("whole photo", 9_000_000) == 0 and app.resolve_tile("256", 10) == 256
+
+
+@pytest.mark.parametrize("case, message", [
+    ("none", "Choose a photo to deblur first."),
+    ("text", "notes.png is not an image this demo can read; upload a JPEG, PNG or WebP photo."),
+    ("tiny", "tiny.png is 12×30 pixels, too small to deblur; the demo needs at least 16 pixels on each side."),
+    ("truncated", "cut.png is damaged or not an image this demo can read; upload a JPEG, PNG or WebP photo."),
+])
+def test_a_bad_upload_is_one_sentence(deblurrer, tmp_path, case, message):
+  path = None
+  if case == "text":
+    path = tmp_path / "notes.png"
+    path.write_text("not a picture\n")
+  elif case == "tiny":
+    path = tmp_path / "tiny.png"
+    _photo(path, size=(30, 12))
+  elif case == "truncated":
+    path = tmp_path / "cut.png"
+    _photo(tmp_path / "whole.png", size=(64, 64))
+    data = (tmp_path / "whole.png").read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+  with pytest.raises(gr.Error) as info:
+    deblurrer(None if path is None else str(path), False, "auto")
+  assert info.value.message == message
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_workdir, tmp_path_factory):
+  """`python -m simplenet_jax.app` on a free local port, until the module's tests are done."""
+  port = _free_port()
+  log = tmp_path_factory.mktemp("app_server") / "server.log"
+  with log.open("w") as out:
+    process = subprocess.Popen([sys.executable, "-m", "simplenet_jax.app", "--workdir", str(trained_workdir),
+                                "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  url = f"http://127.0.0.1:{port}/"
+  deadline = time.monotonic() + 240
+  while True:
+    try:
+      urllib.request.urlopen(url, timeout=5).read()
+      break
+    except OSError:
+      if process.poll() is not None or time.monotonic() > deadline:
+        process.kill()
+        pytest.fail(f"the demo did not come up on {url}:\n{log.read_text()[-3000:]}")
+      time.sleep(0.5)
+  yield url
+  process.terminate()
+  process.wait(timeout=30)
+
+
+def test_the_page_in_chromium_deblurs_an_upload(server, trained_workdir, tmp_path):
+  from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
+  assert os.path.exists(CHROMIUM), f"the browser test needs Debian's chromium at {CHROMIUM} (scripts/test.sh installs it)"
+  pixels = _photo(tmp_path / "upload.png", size=(52, 76), seed=3)
+  _, network, _ = inference.load_model(trained_workdir)
+  expected = np.asarray(metrics.to_uint8(inference.make_deblur_fn(network)(metrics.to_float(pixels[None]))))[0]
+  with sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    try:
+      page = browser.new_page(viewport={"width": 1280, "height": 900})
+      page.goto(server, wait_until="domcontentloaded")
+      page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "upload.png"))
+      page.locator("#photo [aria-label='upload.png']").wait_for(timeout=60_000)  # the upload has landed
+      page.locator("#deblur").click()
+      page.locator("#status").get_by_text("Deblurred upload.png (76×52)").wait_for(timeout=240_000)
+      page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+      link = page.locator("#download a").first
+      with page.expect_download() as download:
+        link.click()
+      download.value.save_as(tmp_path / "result.png")
+      slider_images = page.locator("#slider img").count()
+      # A bad upload through the page: one sentence in an error notice, nothing else.
+      (tmp_path / "notes.png").write_text("not a picture\n")
+      page.locator("#photo button[aria-label='Clear'], #photo button[title='Clear']").first.click()
+      page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "notes.png"))
+      page.locator("#photo [aria-label='notes.png']").wait_for(timeout=60_000)
+      page.locator("#deblur").click()
+      page.get_by_text("notes.png is not an image this demo can read").first.wait_for(timeout=60_000)
+      page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+    finally:
+      browser.close()
+  result = np.asarray(Image.open(tmp_path / "result.png"))
+  assert result.shape == pixels.shape
+  np.testing.assert_array_equal(result, expected)  # the page's file is the network's output …
+  assert (result != pixels).mean() > 0.5  # … which differs from the upload wherever the model changes it
+  assert slider_images >= 2
+  assert (tmp_path / "page.png").stat().st_size > 10_000
