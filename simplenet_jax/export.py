@@ -2,6 +2,8 @@
 
     python -m simplenet_jax.export --workdir DIR --out FILE [--format stablehlo] [--checkpoint latest]
 
+(`--format onnx` answers with the reason it is not offered yet: `ONNX_UNAVAILABLE`.)
+
 **stablehlo** (default): `jax.export` of the network with a symbolic batch, height and width, lowered for
 cpu, cuda and tpu in one artifact, the parameters inside it as constants. Its input is ``[N, H, W, 3]``
 float32 in [0, 1] with H and W multiples of 4 (`SIZE_MULTIPLE`, the network's two downsamplings); its output
@@ -32,7 +34,12 @@ from simplenet_jax import paths
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 PLATFORMS = ("cpu", "cuda", "tpu")
-FORMATS = ("stablehlo",)
+FORMATS = ("stablehlo", "onnx")
+ONNX_UNAVAILABLE = (
+    "ONNX export is not available yet: jax2onnx, the maintained converter, requires orbax-checkpoint<0.11.37 "
+    "(this project pins 0.12.8) and converts this network only at one fixed size with its deformable "
+    "convolutions untiled (README, Troubleshooting: ONNX); export --format stablehlo, which runs wherever jax "
+    "runs.")
 
 
 def input_spec() -> jax.ShapeDtypeStruct:
@@ -53,6 +60,8 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: s
   """Writes a workdir's checkpoint as `fmt` to `out`; returns what was written (for the printed line)."""
   if fmt not in FORMATS:
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+  if fmt == "onnx":
+    raise ValueError(ONNX_UNAVAILABLE)
   out = paths.user_path(out)
   if out.is_dir():
     raise ValueError(f"--out {out} is a folder; pass a file name, e.g. {out / 'simplenet.stablehlo'}.")

@@ -72,6 +72,7 @@ def test_stablehlo_refuses_a_size_that_is_not_a_multiple_of_four(stablehlo):
     ("folder", "error: --out {out} is a folder; pass a file name"),
     ("no_checkpoint", "error: workdir {workdir} has no checkpoint"),
     ("bad_step", "error: checkpoint '99' is not in"),
+    ("onnx", "error: ONNX export is not available yet: jax2onnx"),
 ])
 def test_bad_input_is_one_sentence(trained_workdir, tmp_path, case, message):
   out, workdir, extra = tmp_path / "model.stablehlo", trained_workdir, []
@@ -80,6 +81,8 @@ def test_bad_input_is_one_sentence(trained_workdir, tmp_path, case, message):
   elif case == "no_checkpoint":
     workdir = tmp_path / "empty"
     workdir.mkdir()
+  elif case == "onnx":
+    extra = ["--format", "onnx"]
   else:
     extra = ["--checkpoint", "99"]
   run = _run("-m", "simplenet_jax.export", "--workdir", str(workdir), "--out", str(out), *extra, cwd=ROOT)
