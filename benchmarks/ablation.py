@@ -264,25 +264,67 @@ def table(results: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def common_seeds(results: list[dict]) -> list[int]:
+  """The seeds every variant in `results` has run: curves compare like with like (a seed fixes the data order,
+  and the batches' content moves training PSNR far more than any variant does)."""
+  by_variant = [{r["seed"] for r in results if r["variant"] == name} for name in VARIANT_NAMES]
+  return sorted(set.intersection(*[seeds for seeds in by_variant if seeds]))
+
+
+def curves(results: list[dict], window: int = 5) -> dict[str, tuple[list[int], np.ndarray]]:
+  """Training PSNR against steps per variant: mean over `common_seeds`, running mean over `window` log points.
+
+  Only the steps that every run logged count (a run stopped and resumed also logged the step it stopped at).
+  """
+  seeds = common_seeds(results)
+  runs = {name: [dict(r["curve"]["psnr"]) for r in results
+                 if r["variant"] == name and r["seed"] in seeds and r["curve"]["psnr"]] for name in VARIANT_NAMES}
+  logged = [set(run) for variant_runs in runs.values() for run in variant_runs]
+  steps = sorted(set.intersection(*logged)) if logged else []
+  out = {}
+  for name, variant_runs in runs.items():
+    if not variant_runs or not steps:
+      continue
+    values = np.mean([[run[step] for step in steps] for run in variant_runs], axis=0)
+    width = min(window, len(values))
+    out[name] = (steps[width - 1:], np.convolve(values, np.ones(width) / width, "valid"))
+  return out
+
+
+def curve_table(results: list[dict], points: int = 6) -> str:
+  """The learning curves as markdown: each variant's running-mean training PSNR at `points` steps, and its
+  difference from the full model's at the same steps (the same seeds, so the same batches)."""
+  lines_by_variant = curves(results)
+  if "full" not in lines_by_variant:
+    return ""
+  steps, full = lines_by_variant["full"]
+  picks = sorted({int(round(i)) for i in np.linspace(0, len(steps) - 1, points)})
+  labels = {name: label for name, _, _, label in VARIANTS}
+  header = " | ".join(f"step {steps[i]}" for i in picks)
+  lines = [f"Training PSNR, running mean of 5 log points (dB), seeds {common_seeds(results)}; below the full "
+           "model, each variant's difference from it:", "",
+           f"| variant | {header} |", "|---|" + "---|" * len(picks)]
+  for name, (_, values) in lines_by_variant.items():
+    if name == "full":
+      cells = [f"{full[i]:.2f}" for i in picks]
+    else:
+      cells = [f"{values[i] - full[i]:+.3f}" for i in picks]
+    lines.append(f"| {labels[name]} | {' | '.join(cells)} |")
+  return "\n".join(lines) + "\n"
+
+
 def plot(results: list[dict], path: pathlib.Path) -> None:
-  """Training PSNR against steps, one line per variant (mean over seeds), smoothed over 5 log points."""
+  """Training PSNR against steps, one line per variant (`curves`)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axis = plt.subplots(figsize=(8, 5), dpi=100)
-  for name, _, _, label in VARIANTS:
-    curves = [r["curve"]["psnr"] for r in results if r["variant"] == name and r["curve"]["psnr"]]
-    if not curves:
-      continue
-    length = min(len(c) for c in curves)
-    steps = [s for s, _ in curves[0][:length]]
-    values = np.mean([[v for _, v in c[:length]] for c in curves], axis=0)
-    window = min(5, len(values))
-    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-    axis.plot(steps[window - 1:], smooth, label=label, linestyle="--" if name.startswith("baseline") else "-")
+  labels = {name: label for name, _, _, label in VARIANTS}
+  for name, (steps, smooth) in curves(results).items():
+    axis.plot(steps, smooth, label=labels[name], linestyle="--" if name.startswith("baseline") else "-")
   axis.set_xlabel("step")
   axis.set_ylabel("training PSNR (dB, running mean)")
-  axis.set_title("SimpleNet ablation in miniature (built-in data, demo widths)")
+  axis.set_title(f"SimpleNet ablation in miniature (built-in data, demo widths; seeds {common_seeds(results)})")
   axis.grid(alpha=0.3)
   axis.legend(fontsize=8)
   figure.tight_layout()
@@ -295,7 +337,7 @@ def write_report(out: pathlib.Path) -> tuple[list[dict], str]:
   results = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
   results.sort(key=lambda r: (VARIANT_NAMES.index(r["variant"]), r["seed"]))
   (out / "results.json").write_text(json.dumps({**environment(), "results": results}, indent=1) + "\n")
-  markdown = table(results)
+  markdown = table(results) + "\n" + curve_table(results)
   (out / "results.md").write_text(markdown)
   plot(results, out / "curves.png")
   return results, markdown

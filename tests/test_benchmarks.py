@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -148,3 +149,24 @@ def test_ablation_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, 
   monkeypatch.setattr(ablation.evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated a stopped run"))
   assert ablation.run_variant("full", 0, ablation.SMOKE, tmp_path, tmp_path / "data", []) is None
   assert calls and not (tmp_path / "runs" / "full_seed0" / "result.json").exists()
+
+
+def test_ablation_curves_compare_the_same_seeds_and_steps():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import ablation  # pylint: disable=g-import-not-at-top
+  steps = list(range(10, 110, 10))
+  rise = [20 + 0.1 * i for i in range(len(steps))]
+
+  def run(variant, seed, values, extra=()):
+    points = sorted([*zip(steps, values), *extra])
+    return {"variant": variant, "seed": seed, "curve": {"psnr": [list(p) for p in points]}}
+
+  results = [run("full", 0, rise), run("full", 1, [v + 5 for v in rise]),  # seed 1: full only, left out
+             run("baseline1", 0, [v + 0.25 for v in rise], extra=[(55, 99.0)])]  # stopped and resumed at 55
+  assert ablation.common_seeds(results) == [0]
+  lines = ablation.curves(results)
+  assert lines["full"][0] == steps[4:]  # running mean of 5 log points, from the 5th
+  np.testing.assert_allclose(lines["full"][1], [20.2 + 0.1 * i for i in range(6)])
+  text = ablation.curve_table(results, points=3)
+  assert "| step 50 | step 70 | step 100 |" in text and "| SimpleNet (PVB + LGCR + DR) | 20.20 | 20.40 | 20.70 |" in text
+  assert "| Baseline1: no DR | +0.250 | +0.250 | +0.250 |" in text
