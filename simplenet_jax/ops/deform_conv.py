@@ -335,8 +335,10 @@ def tile_rows(batch: int, cin: int, kernel_hw: tuple[int, int], out_hw: tuple[in
   `tile_bytes` 0 = a single tile). Shapes and budget only: the same answer on every platform.
 
   A shape-polymorphic export (`jax.export` with a symbolic batch, height or width) cannot divide the budget
-  by sizes it does not know: it tiles as a batch of one image `SYMBOLIC_WIDTH` wide would be tiled (720p),
-  so the tiles hold about `tile_bytes` per image of that width and grow in proportion beyond it.
+  by sizes it does not know: it plans each layer as if its output were one image `SYMBOLIC_WIDTH` wide (the
+  full-resolution layers of 720p). Tiles then hold about `tile_bytes` per image at that width, and in
+  proportion at others. Layers at lower resolution get smaller tiles than that, and the padding to a whole
+  number of tiles adds fewer than `rows` rows, which is waste only when `rows` exceeds the image's height.
   """
   ho, wo = out_hw
   if tile_bytes <= 0:
