@@ -25,17 +25,19 @@ PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 # How each README command is started → the argv prefix that runs it here.
 MODULE_CLIS = ("simplenet_jax.data.synthesize", "simplenet_jax.data.prepare", "simplenet_jax.summary",
-               "simplenet_jax.deblur")
+               "simplenet_jax.deblur", "simplenet_jax.export", "simplenet_jax.app")
+CONSOLE_SCRIPTS = {"simplenet-deblur": "simplenet_jax.deblur", "simplenet-demo": "simplenet_jax.app"}
 
 
 def readme_commands() -> list[list[str]]:
-  """Every `python …`, `.venv/bin/python …` and `simplenet-deblur …` command in the README's bash blocks."""
+  """Every `python …`, `.venv/bin/python …`, `simplenet-deblur …` and `simplenet-demo …` command in the
+  README's bash blocks."""
   commands = []
   for block in BASH_BLOCKS:
     for line in block.replace("\\\n", " ").splitlines():
       line = re.sub(r"\s#.*$", "", line)  # comments
       line = re.sub(r"\[[^\]]*\]", "", line)  # [optional arguments]
-      for match in re.finditer(r"(?:\.venv/bin/)?python (?:-m \S+|\S+\.py)[^\"&;]*|simplenet-deblur[^\"&;]*", line):
+      for match in re.finditer(r"(?:\.venv/bin/)?python (?:-m \S+|\S+\.py)[^\"&;]*|simplenet-(?:deblur|demo)[^\"&;]*", line):
         commands.append(shlex.split(match.group(0)))
   return commands
 
@@ -57,8 +59,8 @@ def help_text(program: str) -> str:
 
 
 def program_and_args(command: list[str]) -> tuple[str, list[str]]:
-  if command[0] == "simplenet-deblur":
-    return "simplenet_jax.deblur", command[1:]
+  if command[0] in CONSOLE_SCRIPTS:
+    return CONSOLE_SCRIPTS[command[0]], command[1:]
   assert command[0].endswith("python"), command
   if command[1] == "-m":
     return command[2], command[3:]
@@ -113,11 +115,21 @@ def test_cli_commands_use_flags_and_choices_the_cli_has(command):
       assert args[i + 1] in choices.group(1).split(","), f"{program} {flag}: {args[i + 1]} is not a choice"
 
 
-def test_python_examples_run(trained_workdir):
+def test_python_examples_run(trained_workdir, tmp_path, monkeypatch):
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from simplenet_jax import export  # pylint: disable=g-import-not-at-top
 
+  # The files the export example reads, in the folder it runs in: the artifact and a photo of a size that
+  # is not a multiple of 4 (the example pads it).
+  monkeypatch.chdir(tmp_path)
+  export.export_workdir(trained_workdir, tmp_path / "simplenet.stablehlo")
+  photo = np.random.default_rng(1).integers(0, 256, (30, 43, 3), dtype=np.uint8)
+  Image.fromarray(photo).save(tmp_path / "blurred.png")
   namespace = {"blurred": np.random.default_rng(0).uniform(size=(1, 12, 16, 3)).astype(np.float32)}
   for block in PYTHON_BLOCKS:  # the README's workdir is the demo's; here a trained smoke workdir
     exec(block.replace('"workdirs/demo"', repr(str(trained_workdir))), namespace)  # pylint: disable=exec-used
   assert namespace["deblurred"].shape == (1, 12, 16, 3)
   assert isinstance(namespace["model"], nnx.Module)
+  sharp = np.asarray(Image.open(tmp_path / "sharp.png"))
+  assert sharp.shape == photo.shape and (sharp != photo).any()
