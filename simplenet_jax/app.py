@@ -134,7 +134,9 @@ def build(deblurrer: Deblurrer) -> gr.Blocks:
         slider = gr.ImageSlider(label="Before | after", type="numpy", format="png", elem_id="slider")
         download = gr.File(label="The deblurred photo at full resolution (PNG)", elem_id="download")
         status = gr.Markdown(elem_id="status")
-    button.click(run, [photo, ensemble, tile], [slider, download, status])
+    # The previous result goes first, so that a refused upload does not leave it standing beside the sentence.
+    button.click(lambda: (None, None, ""), None, [slider, download, status], queue=False).then(
+        run, [photo, ensemble, tile], [slider, download, status])
   return page
 
 

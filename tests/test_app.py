@@ -154,6 +154,7 @@ def test_the_page_in_chromium_deblurs_an_upload(server, trained_workdir, tmp_pat
       page.locator("#photo [aria-label='notes.png']").wait_for(timeout=60_000)
       page.locator("#deblur").click()
       page.get_by_text("notes.png is not an image this demo can read").first.wait_for(timeout=60_000)
+      assert "Deblurred" not in page.locator("#status").inner_text()  # the previous result is gone
       page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
     finally:
       browser.close()
