@@ -68,6 +68,7 @@ VARIANTS = (
     ("lgcr_c", {"lgcr_softmax_axes": "c"}, "6", "LGCR, softmax over channels"),
 )
 VARIANT_NAMES = tuple(v[0] for v in VARIANTS)
+VARIANT_LABELS = {v[0]: v[3] for v in VARIANTS}
 VARIANT_SOURCES = {v[0]: v[1] for v in VARIANTS}
 
 # GoPro-like heavy shake: camera paths of 2–30 px (mean about 11), heavier than the demo's.
@@ -299,7 +300,6 @@ def curve_table(results: list[dict], points: int = 6) -> str:
     return ""
   steps, full = lines_by_variant["full"]
   picks = sorted({int(round(i)) for i in np.linspace(0, len(steps) - 1, points)})
-  labels = {name: label for name, _, _, label in VARIANTS}
   header = " | ".join(f"step {steps[i]}" for i in picks)
   lines = [f"Training PSNR, running mean of 5 log points (dB), seeds {common_seeds(results)}; below the full "
            "model, each variant's difference from it:", "",
@@ -309,7 +309,7 @@ def curve_table(results: list[dict], points: int = 6) -> str:
       cells = [f"{full[i]:.2f}" for i in picks]
     else:
       cells = [f"{values[i] - full[i]:+.3f}" for i in picks]
-    lines.append(f"| {labels[name]} | {' | '.join(cells)} |")
+    lines.append(f"| {VARIANT_LABELS[name]} | {' | '.join(cells)} |")
   return "\n".join(lines) + "\n"
 
 
@@ -319,9 +319,8 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axis = plt.subplots(figsize=(8, 5), dpi=100)
-  labels = {name: label for name, _, _, label in VARIANTS}
   for name, (steps, smooth) in curves(results).items():
-    axis.plot(steps, smooth, label=labels[name], linestyle="--" if name.startswith("baseline") else "-")
+    axis.plot(steps, smooth, label=VARIANT_LABELS[name], linestyle="--" if name.startswith("baseline") else "-")
   axis.set_xlabel("step")
   axis.set_ylabel("training PSNR (dB, running mean)")
   axis.set_title(f"SimpleNet ablation in miniature (built-in data, demo widths; seeds {common_seeds(results)})")

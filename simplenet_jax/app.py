@@ -37,37 +37,24 @@ TILE_CHOICES = ("auto", "whole photo", "256", "512", "1024")
 
 
 class Deblurrer:
-  """A workdir's network and the deblur functions made from it, by (ensemble, tile)."""
+  """A workdir's network (jitted once: it compiles once per image size) and where its results go."""
 
   def __init__(self, workdir: str, checkpoint: str = "latest", out: pathlib.Path | None = None):
     self.config, self.network, self.step = inference.load_model(workdir, checkpoint)
     self.out = out or pathlib.Path(tempfile.mkdtemp(prefix="simplenet-demo-"))
-    self._fns = {}
-    self._progress = None  # the current request's callback, read by the tiled functions
-
-  def _report(self, done: int, total: int) -> None:
-    if self._progress is not None:
-      self._progress((done, total), desc="tiles", unit="tiles")
-
-  def deblur_fn(self, ensemble: bool, tile: int):
-    if (ensemble, tile) not in self._fns:
-      self._fns[ensemble, tile] = inference.make_deblur_fn(self.network, ensemble=ensemble, tile=tile,
-                                                           progress=self._report)
-    return self._fns[ensemble, tile]
 
   def __call__(self, path: str | None, ensemble: bool, tile_choice: str, progress=None):
     """(before, after) uint8 for the slider, the PNG's path, a status line; gr.Error for a bad upload."""
     photo, name = read_upload(path)
     height, width = photo.rgb.shape[:2]
     tile = resolve_tile(tile_choice, height * width)
-    self._progress = progress
+    report = None
+    if progress is not None:
+      progress(0, desc="deblurring (the first photo of a size also compiles the network)")
+      report = lambda done, total: progress((done, total), desc="tiles", unit="tiles")
     start = time.perf_counter()
-    try:
-      if progress is not None:
-        progress(0, desc="deblurring (the first photo of a size also compiles the network)")
-      result = np.asarray(self.deblur_fn(bool(ensemble), tile)(photo.rgb[None]))[0]
-    finally:
-      self._progress = None
+    deblur_fn = inference.make_deblur_fn(self.network, ensemble=bool(ensemble), tile=tile, progress=report)
+    result = np.asarray(deblur_fn(photo.rgb[None]))[0]
     seconds = time.perf_counter() - start
     target = self.out / f"{time.time_ns()}" / f"{pathlib.Path(name).stem}-deblurred.png"
     target.parent.mkdir(parents=True)
@@ -105,7 +92,7 @@ def read_upload(path: str | None) -> tuple[deblur.Photo, str]:
 def resolve_tile(choice: str, pixels: int) -> int:
   """Tile size in pixels (0: the whole photo); "auto" tiles as simplenet-deblur does."""
   if choice == "auto":
-    return deblur.DEFAULT_TILE if pixels > deblur.DEFAULT_MAX_PIXELS else 0
+    return deblur.auto_tile(pixels)
   return 0 if choice == "whole photo" else int(choice)
 
 

@@ -41,6 +41,11 @@ class Photo:
   bits: int  # 8 or 16
 
 
+def auto_tile(pixels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+  """The tile size a photo of `pixels` gets when none is asked for: DEFAULT_TILE above `max_pixels`, else 0."""
+  return DEFAULT_TILE if pixels > max_pixels else 0
+
+
 def collect_inputs(patterns: list[str]) -> tuple[list[pathlib.Path], list[str]]:
   """(image files, patterns that matched nothing), in a stable order."""
   files, unmatched = [], []
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
       failures.append((str(source), f"unreadable image ({error})"))
       continue
     pixels = photo.rgb.shape[0] * photo.rgb.shape[1]
-    tile = args.tile if args.tile is not None else (DEFAULT_TILE if pixels > args.max_pixels else 0)
+    tile = args.tile if args.tile is not None else auto_tile(pixels, args.max_pixels)
     if tile not in deblur_fns:
       deblur_fns[tile] = inference.make_deblur_fn(network, ensemble=args.ensemble, tile=tile, overlap=args.overlap)
     try:

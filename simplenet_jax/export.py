@@ -31,6 +31,7 @@ from flax import nnx
 
 from simplenet_jax import inference
 from simplenet_jax import paths
+from simplenet_jax import summary
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -72,7 +73,7 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: s
   out.write_bytes(artifact)
   return {"out": os.fspath(out), "format": fmt, "step": step, "config": config.get("name", "?"),
           "bytes": len(artifact), "platforms": exported.platforms,
-          "parameters": sum(x.size for x in jax.tree.leaves(params))}
+          "parameters": summary.count_parameters(nnx.merge(graphdef, params))}
 
 
 def main(argv: list[str] | None = None) -> int:
