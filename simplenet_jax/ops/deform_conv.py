@@ -227,11 +227,20 @@ def _image_rows(x: jax.Array, geo: _Geometry) -> jax.Array:
   return padded.reshape(x.shape[0], -1, x.shape[-1] // geo.groups)
 
 
-def _over_tiles(body: Callable[[Any, Any], Any], carry: Any, geo: _Geometry) -> Any:
-  """``body(t, carry)`` for every tile t: a loop, or one call when there is one tile."""
+def _over_tiles(body: Callable[[Any, Any, Any], Any], carry: Any, invariants: Any, geo: _Geometry) -> Any:
+  """``carry = body(t, carry, invariants)`` for every tile t: a loop, or one call when there is one tile.
+
+  The arrays every tile reads travel as `invariants` in the loop's carry, not by closure. XLA gets the
+  same while loop either way (closed-over arrays become loop operands), and jax2onnx can convert a loop
+  only in this form (`export.py`, ONNX)."""
   if geo.tiles == 1:
-    return body(0, carry)
-  return lax.fori_loop(0, geo.tiles, body, carry)
+    return body(0, carry, invariants)
+
+  def step(t, state):
+    carry, invariants = state
+    return body(t, carry, invariants), invariants
+
+  return lax.fori_loop(0, geo.tiles, step, (carry, invariants))[0]
 
 
 def _dtypes(x, offset, mask, kernel) -> tuple[Any, Any]:
@@ -256,7 +265,8 @@ def _deform_conv_forward(x, offset, mask, kernel, geo: _Geometry):
   plan = _sampling_plan(offset, mask, geo, compute)
   out_dtype = jnp.result_type(x.dtype, kernel.dtype)
 
-  def tile(t, out):
+  def tile(t, out, invariants):
+    rows, kernel_2d, plan = invariants
     index = _tile(plan.index, t, geo)
     columns = sum(_tile(w, t, geo)[..., None] * _gather_rows(rows, index + step).astype(compute)
                   for step, w in zip(geo.corner_steps, plan.weights))
@@ -265,7 +275,8 @@ def _deform_conv_forward(x, offset, mask, kernel, geo: _Geometry):
     return lax.dynamic_update_slice_in_dim(out, y.astype(out_dtype).reshape(n, -1, wo, cout),
                                            t * geo.tile_rows, axis=1)
 
-  out = _over_tiles(tile, jnp.zeros((n, geo.tiles * geo.tile_rows, wo, cout), out_dtype), geo)
+  out = _over_tiles(tile, jnp.zeros((n, geo.tiles * geo.tile_rows, wo, cout), out_dtype),
+                    (rows, kernel_2d, plan), geo)
   return out[:, :ho], (x, offset, mask, kernel)
 
 
@@ -283,8 +294,9 @@ def _deform_conv_backward(geo: _Geometry, residuals, grad_out):
   plan = _sampling_plan(offset, mask, geo, compute)
   grad_out = _pad_rows(grad_out, geo)
 
-  def tile(t, carry):
+  def tile(t, carry, invariants):
     grad_rows, grad_kernel, grad_y, grad_x, grad_mask = carry
+    rows, kernel_2d_t, plan, grad_out = invariants
     index, ly, lx, m = (_tile(a, t, geo) for a in plan[:4])
     weights = [_tile(a, t, geo) for a in plan.weights]
     g_out = lax.dynamic_slice_in_dim(grad_out, t * geo.tile_rows, geo.tile_rows, axis=1)
@@ -312,7 +324,7 @@ def _deform_conv_backward(geo: _Geometry, residuals, grad_out):
   per_sample = jnp.zeros(plan.ly.shape, compute)
   carry = (jnp.zeros(rows.shape, compute), jnp.zeros((k * cin, cout), compute), per_sample, per_sample,
            per_sample)
-  grad_rows, grad_kernel, grad_y, grad_x, grad_mask = _over_tiles(tile, carry, geo)
+  grad_rows, grad_kernel, grad_y, grad_x, grad_mask = _over_tiles(tile, carry, (rows, kernel_2d_t, plan, grad_out), geo)
 
   b = _BORDER
   grad_x_in = grad_rows.reshape(n, h + 2 * b, w + 2 * b, cin)[:, b:b + h, b:b + w].astype(x.dtype)
