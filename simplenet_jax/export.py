@@ -48,8 +48,12 @@ FORMATS = ("stablehlo", "onnx")
 DEFAULT_ONNX_SIZE = (720, 1280)
 ONNX_TOLERANCE = 1e-4  # largest |ONNX − network| the export accepts on its check image
 ONNX_BYTES_PER_PIXEL = 9_000  # onnxruntime's peak memory per input pixel, measured at 256² and 720x1280
-MIN_SIZE = 16  # as inference.MIN_TILE: smaller images leave the 1/4 scale a few pixels
+MIN_SIZE = inference.MIN_TILE  # pixels: smaller images leave the 1/4 scale a few pixels
 
+
+def _network(graphdef: nnx.GraphDef, params: nnx.State) -> inference.ApplyFn:
+  """The network with its parameters as constants: what each format converts."""
+  return lambda image: nnx.merge(graphdef, params)(image)
 
 
 def input_spec() -> jax.ShapeDtypeStruct:
@@ -61,8 +65,7 @@ def input_spec() -> jax.ShapeDtypeStruct:
 def export_stablehlo(graphdef: nnx.GraphDef, params: nnx.State,
                      platforms: tuple[str, ...] = PLATFORMS) -> jax.export.Exported:
   """The network `nnx.merge(graphdef, params)` as a shape-polymorphic `jax.export.Exported`."""
-  forward = jax.jit(lambda image: nnx.merge(graphdef, params)(image))
-  return jax.export.export(forward, platforms=platforms)(input_spec())
+  return jax.export.export(jax.jit(_network(graphdef, params)), platforms=platforms)(input_spec())
 
 
 def convert_onnx(graphdef: nnx.GraphDef, params: nnx.State, size: tuple[int, int]) -> bytes:
@@ -76,7 +79,7 @@ def convert_onnx(graphdef: nnx.GraphDef, params: nnx.State, size: tuple[int, int
   for name in ("jax2onnx", "onnx_ir"):  # a converter's notes about its own graph, not the user's business
     logging.getLogger(name).setLevel(logging.ERROR)
   spec = jax.ShapeDtypeStruct((*jax.export.symbolic_shape("b"), *size, 3), jnp.float32)
-  model = jax2onnx.to_onnx(lambda image: nnx.merge(graphdef, params)(image), [spec], model_name="simplenet",
+  model = jax2onnx.to_onnx(_network(graphdef, params), [spec], model_name="simplenet",
                            input_names=["blurred"], output_names=["sharp"])
   return model.SerializeToString()
 
@@ -101,7 +104,7 @@ def export_onnx(graphdef: nnx.GraphDef, params: nnx.State, size: tuple[int, int]
   artifact = convert_onnx(graphdef, params, size)
   say(f"export: checking the ONNX model in onnxruntime on a {size[0]}x{size[1]} image "
       f"(about {ONNX_BYTES_PER_PIXEL * size[0] * size[1] / 2**30:.1f} GiB of memory)")
-  deviation = onnx_deviation(artifact, jax.jit(lambda image: nnx.merge(graphdef, params)(image)), size)
+  deviation = onnx_deviation(artifact, jax.jit(_network(graphdef, params)), size)
   if not deviation <= ONNX_TOLERANCE:
     raise ValueError(f"the ONNX model differs from the network by {deviation:.2g} (more than "
                      f"{ONNX_TOLERANCE:g}) on a {size[0]}x{size[1]} image in onnxruntime, so it was not written; "
@@ -118,7 +121,7 @@ def parse_size(text: str) -> tuple[int, int]:
   if min(size) < MIN_SIZE or any(n % SIZE_MULTIPLE for n in size):
     raise ValueError(f"--size {text} must be at least {MIN_SIZE} and a multiple of {SIZE_MULTIPLE} on each side "
                      f"(the network's two downsamplings), e.g. "
-                     f"{max(MIN_SIZE, -(-size[0] // 4) * 4)}x{max(MIN_SIZE, -(-size[1] // 4) * 4)}.")
+                     f"{'x'.join(str(max(MIN_SIZE, -(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE)) for n in size)}.")
   return size
 
 
