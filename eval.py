@@ -4,15 +4,17 @@ Writes results.csv (one row per image) and summary.json (means) to --out (defaul
 prints the means; on RealBlur-J the headline is RealBlur's own protocol (each output ECC-aligned to its
 sharp image, scored over the valid region), with the unaligned figures beside it. --save-images adds the outputs and the worst and best images side by side with their input
 and target. Consecutive images of one size are batched (--batch-size); the network compiles once per size.
-The work is in `simplenet_jax.evaluate.evaluate_workdir`.
+The work is in `simplenet_jax.evaluation.loop.evaluate_workdir`.
 """
 
 import argparse
 import logging
 import sys
 
-from simplenet_jax import evaluate
-from simplenet_jax import metrics
+from simplenet_jax import inference
+from simplenet_jax.evaluation import loop
+from simplenet_jax.evaluation import metrics
+from simplenet_jax.evaluation import reports
 
 
 def main(argv=None) -> int:
@@ -38,12 +40,12 @@ def main(argv=None) -> int:
                       "(the same results; raise it on an accelerator with memory to spare); default 1")
   parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
   parser.add_argument("--tile", type=int, default=0, help="tile size in pixels (0: whole images)")
-  parser.add_argument("--overlap", type=int, default=32, help="overlap of neighbouring tiles (blended)")
+  parser.add_argument("--overlap", type=int, default=inference.DEFAULT_OVERLAP, help="overlap of neighbouring tiles (blended)")
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes about read-only checkpoint folders
   conventions = metrics.CONVENTIONS if args.convention == "both" else (args.convention,)
   try:
-    summary = evaluate.evaluate_workdir(args.workdir, data_root=args.data, dataset=args.dataset, out=args.out,
+    summary = loop.evaluate_workdir(args.workdir, data_root=args.data, dataset=args.dataset, out=args.out,
                                         conventions=conventions, checkpoint=args.checkpoint,
                                         save_images=args.save_images, worst_best=args.worst_best,
                                         batch_size=args.batch_size, ensemble=args.ensemble,
@@ -52,21 +54,7 @@ def main(argv=None) -> int:
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
-  print(f"{summary['images']} images, checkpoint step {summary['checkpoint_step']} ({summary['config']}):")
-  unaligned = ""
-  if summary["headline"] == "aligned":
-    print(f"  RealBlur protocol (ECC-aligned, valid region): PSNR {summary['psnr_aligned']:.2f} dB, SSIM "
-          f"{summary['ssim_aligned']:.4f} (blurred input {summary['input_psnr_aligned']:.2f} dB, "
-          f"{summary['input_ssim_aligned']:.4f})")
-    unaligned = "unaligned "
-  print(f"  {unaligned}PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
-  for c in summary["conventions"]:
-    print(f"  {unaligned}SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} (blurred input {summary[f'input_ssim_{c}']:.4f})")
-  print(f"  colour shift (largest channel-mean offset) {summary['colour_shift']:.2f} levels (blurred input "
-        f"{summary['input_colour_shift']:.2f}); worst image: PSNR {summary['worst_psnr_gain']:+.2f} dB, colour "
-        f"shift {summary['worst_colour_shift_excess']:+.2f} levels beyond its input's")
-  saved = ", images/, worst/, best/" if args.save_images else ""
-  print(f"  files: {summary['out']}/results.csv, summary.json{saved}")
+  print(reports.summary_text(summary, saved_images=args.save_images))
   return 0
 
 

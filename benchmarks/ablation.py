@@ -45,18 +45,17 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from configs import demo
 from configs import gopro
-from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import train
 from simplenet_jax.data import images
 from simplenet_jax.data import layouts
 from simplenet_jax.data import prepare
 from simplenet_jax.data import synthesize
+from simplenet_jax.evaluation import loop
 from simplenet_jax.models import SimpleNet
 
-# (name, the config file whose model fields it takes, or its own overrides; the paper's table; label)
+# (name, the config file whose model fields it takes; the paper's table; label)
 VARIANTS = (
     ("full", "gopro", "3", "SimpleNet (PVB + LGCR + DR)"),
     ("baseline1", "baseline1", "3", "Baseline1: no DR"),
@@ -64,8 +63,8 @@ VARIANTS = (
     ("baseline3", "baseline3", "3", "Baseline3: no PVB"),
     ("nonlocal", "nonlocal", "5", "Non-local in LGCR's slot"),
     ("tgm_trm", "tgm_trm", "5", "TGM+TRM in LGCR's slot"),
-    ("none", {"global_context": "none"}, "5", "Nothing in LGCR's slot"),
-    ("lgcr_c", {"lgcr_softmax_axes": "c"}, "6", "LGCR, softmax over channels"),
+    ("none", "no_global_context", "5", "Nothing in LGCR's slot"),
+    ("lgcr_c", "lgcr_channel_softmax", "6", "LGCR, softmax over channels"),
 )
 VARIANT_NAMES = tuple(v[0] for v in VARIANTS)
 VARIANT_LABELS = {v[0]: v[3] for v in VARIANTS}
@@ -77,45 +76,33 @@ HEAVY_SHAKE = synthesize.BlurSettings(min_length=2.0, max_length=30.0, length_be
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
+  recipe: str  # the config every variant trains with (widths, crops, batch, workers, learning rate)
   steps: int
   train_pairs: int
   test_pairs: int
   size: tuple[int, int]
   test_size: tuple[int, int] | None  # None: whole photos
-  widths: tuple[int, int, int]
-  lgcr_rank: int
-  crop_size: int
-  batch_size: int
-  num_workers: int  # grain worker processes (0: in the training process, as the tests run)
 
 
-FULL = Budget(steps=300, train_pairs=420, test_pairs=12, size=(256, 256), test_size=None, widths=(16, 32, 64),
-              lgcr_rank=16, crop_size=64, batch_size=4, num_workers=1)
-SMOKE = Budget(steps=3, train_pairs=6, test_pairs=2, size=(48, 48), test_size=(40, 56), widths=(4, 4, 4),
-               lgcr_rank=2, crop_size=16, batch_size=2, num_workers=0)
+FULL = Budget(recipe="demo", steps=300, train_pairs=420, test_pairs=12, size=(256, 256), test_size=None)
+SMOKE = Budget(recipe="smoke", steps=3, train_pairs=6, test_pairs=2, size=(48, 48), test_size=(40, 56))
 
 
-def model_overrides(source) -> dict:
-  """The model fields a variant changes: its own dict, or where its config file differs from gopro.py's."""
-  if isinstance(source, dict):
-    return dict(source)
+def model_overrides(source: str) -> dict:
+  """The model fields a variant changes: where its config file differs from gopro.py's."""
   base = gopro.get_config().model.to_dict()
   variant = importlib.import_module(f"configs.{source}").get_config().model.to_dict()
   return {key: value for key, value in variant.items() if base.get(key) != value}
 
 
 def variant_config(name: str, seed: int, budget: Budget, data_root: pathlib.Path) -> ml_collections.ConfigDict:
-  """The demo recipe at `budget`, with the variant's model fields and `seed` (network init and data order)."""
-  config = demo.get_config()
+  """The budget's recipe (`configs/demo.py`, or `smoke.py` for --smoke) with the variant's model fields, `seed`
+  (network init and data order) and the budget's steps."""
+  config = importlib.import_module(f"configs.{budget.recipe}").get_config()
   config.name = f"ablation_{name}"
   config.seed = seed
   config.data.seed = seed
   config.data.root = str(data_root)
-  config.data.crop_size = budget.crop_size
-  config.data.num_workers = budget.num_workers
-  config.batch_size = budget.batch_size
-  config.model.widths = budget.widths
-  config.model.lgcr_rank = budget.lgcr_rank
   config.num_train_steps = budget.steps
   config.lr_decay_steps = max(1, budget.steps * 2 // 3)
   config.log_every_steps = max(1, budget.steps // 30)
@@ -208,7 +195,7 @@ def run_variant(name: str, seed: int, budget: Budget, out: pathlib.Path, data_ro
     return None
   train_seconds = time.perf_counter() - start
   start = time.perf_counter()
-  summary = evaluate.evaluate_workdir(str(workdir), out=str(run_dir / "eval"))
+  summary = loop.evaluate_workdir(str(workdir), out=str(run_dir / "eval"))
   eval_seconds = time.perf_counter() - start
 
   graphdef, initial = nnx.split(SimpleNet.from_config(config.model, rngs=nnx.Rngs(config.seed)))
@@ -223,8 +210,8 @@ def run_variant(name: str, seed: int, budget: Budget, out: pathlib.Path, data_ro
       "step_ms": 1e3 / statistics.median(rates) if rates else None,
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "eval": {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-      "global_context_effect": {"initial": effects(graphdef, initial, blurred, budget.crop_size),
-                                "trained": effects(graphdef, trained, blurred, budget.crop_size)},
+      "global_context_effect": {"initial": effects(graphdef, initial, blurred, config.data.crop_size),
+                                "trained": effects(graphdef, trained, blurred, config.data.crop_size)},
       "curve": {"loss": logged.get("train/loss", []), "psnr": logged.get("train/psnr", [])},
   }
   (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")

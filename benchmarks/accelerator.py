@@ -11,7 +11,7 @@ Measures, on the default JAX device, with the paper config (`configs/gopro.py`, 
   the device's published dense peak (bf16 for bf16; for float32 the rate XLA's default precision uses:
   TF32 on NVIDIA Ampere and later, bf16 passes on TPU);
 * the device's peak memory after each program (`device.memory_stats()`, where the platform reports it);
-* evaluation images/s at 720p with all metrics (`evaluate.evaluate_pairs`, PSNR and both SSIMs);
+* evaluation images/s at 720p with all metrics (`loop.evaluate_pairs`, PSNR and both SSIMs);
 * the input pipeline's training pairs/s on this host (`data.pipeline.train_dataset` over a TFDS build of 1280×720
   pairs synthesized here, 256² crops, `--workers` processes).
 
@@ -45,11 +45,11 @@ from PIL import Image
 
 from configs import gopro
 from model import forward_flops
-from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import train
 from simplenet_jax.data import pipeline
 from simplenet_jax.data import prepare
+from simplenet_jax.evaluation import loop
 from simplenet_jax.models import SimpleNet
 
 # Published dense peaks, TFLOP/s per chip: (bf16, the float32 matmul rate under XLA's default precision).
@@ -140,10 +140,10 @@ def evaluation_row(config, size, count: int) -> dict:
            for p in _photo_pairs(count + 1, *size)]
   apply_fn = inference.at_any_size(functools.partial(forward, params))
   start = time.perf_counter()
-  evaluate.evaluate_pairs(apply_fn, pairs[:1])  # compiles the network and the metrics for this size
+  loop.evaluate_pairs(apply_fn, pairs[:1])  # compiles the network and the metrics for this size
   compile_s = time.perf_counter() - start
   start = time.perf_counter()
-  evaluate.evaluate_pairs(apply_fn, pairs[1:])
+  loop.evaluate_pairs(apply_fn, pairs[1:])
   seconds = time.perf_counter() - start
   return {"workload": "evaluation + metrics", "shape": f"{count}×{size[0]}×{size[1]}", "dtype": "float32",
           "median_ms": 1e3 * seconds / count, "per_s": count / seconds, "compile_s": compile_s}

@@ -34,6 +34,8 @@ from torch import nn
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 from simplenet_jax.models import blocks
+from simplenet_jax.models.config import GLOBAL_CONTEXTS
+from simplenet_jax.models.config import ModelConfig
 from simplenet_jax.models import global_context
 from simplenet_jax.models import simplenet
 
@@ -257,14 +259,14 @@ def randomize(model: nnx.Module, seed: int = 0, offset_scale: float = 0.05) -> N
     param[...] = jnp.asarray(new, value.dtype)
 
 
-def check(global_contexts=global_context.GLOBAL_CONTEXT_OPTIONS, size=(36, 44), tolerance=1e-8) -> bool:
+def check(global_contexts=GLOBAL_CONTEXTS, size=(36, 44), tolerance=1e-8) -> bool:
   """Prints and returns whether JAX and PyTorch agree to ``tolerance`` in float64 for each slot option."""
   jax.config.update("jax_enable_x64", True)
   torch.set_default_dtype(torch.float64)
   ok = True
   image = np.random.default_rng(1).uniform(size=(2, *size, 3))
   for kind in global_contexts:
-    model = simplenet.SimpleNet(rngs=nnx.Rngs(0), global_context=kind)
+    model = simplenet.SimpleNet(ModelConfig(global_context=kind), rngs=nnx.Rngs(0))
     randomize(model)
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(lambda a: a.astype(jnp.float64), state))
@@ -285,13 +287,13 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--check", action="store_true", help="float64 JAX vs PyTorch on a random image")
   parser.add_argument("--tolerance", type=float, default=1e-8)
-  parser.add_argument("--global-context", choices=global_context.GLOBAL_CONTEXT_OPTIONS, action="append",
+  parser.add_argument("--global-context", choices=GLOBAL_CONTEXTS, action="append",
                       help="check only this slot option (repeatable); default every one")
   args = parser.parse_args()
   if not args.check:
     parser.print_help()
     return
-  options = args.global_context or global_context.GLOBAL_CONTEXT_OPTIONS
+  options = args.global_context or GLOBAL_CONTEXTS
   sys.exit(0 if check(options, tolerance=args.tolerance) else 1)
 
 

@@ -6,5 +6,5 @@ from configs import gopro
 def get_config():
   config = gopro.get_config()
   config.name = "baseline2"
-  config.model.use_lgcr = False
+  config.model.global_context = "resblock"
   return config

@@ -6,30 +6,15 @@ command line, e.g. `--config.model.widths="(8, 16, 32)"`.
 
 import ml_collections
 
+from simplenet_jax.models.config import ModelConfig
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "default"
 
-  # Network (SPEC §1). The Table 3 ablations replace a block by a vanilla ResBlock.
-  config.model = ml_collections.ConfigDict()
-  config.model.widths = (32, 64, 128)  # channels at scale 1, 1/2, 1/4
-  config.model.deform_groups = 1  # offset groups G of every DeformConv
-  config.model.lgcr_rank = 64  # CP reconstruction rank r (eq. 2)
-  config.model.lgcr_softmax_axes = "chw"  # eq. 3 over all C·H·W values ("chw") or channels only ("c")
-  # Initialisations the paper does not give: LGCR's PReLU slopes (eq. 1; PyTorch's default) and the standard
-  # deviation of its 3×3×3 W_G (eq. 4; fan-in, 1/√27).
-  config.model.lgcr_initial_slope = 0.25
-  config.model.lgcr_kernel_3d_std = 27 ** -0.5
-  config.model.use_pvb = True
-  config.model.use_lgcr = True
-  config.model.use_dr = True
-  config.model.zero_init_tail = True  # the untrained network is the identity (the paper gives no init)
-  config.model.global_context = "lgcr"  # LGCR's slot (Table 5/6): "lgcr", "nonlocal", "tgm_trm" or "none"
-  # How the network is computed, on every platform alike (memory and speed; never the parameters or the
-  # results, so a checkpoint resumes under other values). README "Memory" has the measured footprints.
-  config.model.dcn_tile_bytes = 1 << 20  # float32 im2col per tile of each deformable conv; 0 = one tile
-  config.model.remat = False  # recompute each stage in the backward pass instead of keeping its activations
+  # Network (SPEC §1): every field, its default and why is `ModelConfig` (simplenet_jax/models/config.py).
+  config.model = ml_collections.ConfigDict(ModelConfig().to_dict())
 
   # Data (SPEC §4). The default is the demo set a fresh clone makes in under a minute with
   # `python -m simplenet_jax.data.synthesize --out data/demo`; GoPro is dataset="gopro", root=".../GOPRO_Large".

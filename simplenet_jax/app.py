@@ -3,8 +3,8 @@
     python -m simplenet_jax.app --workdir DIR [--port 7860] [--host 127.0.0.1] [--checkpoint latest]
     simplenet-demo --workdir DIR ...                                  (the same, as a console script)
 
-A Gradio page over the inference path of `simplenet-deblur` (`simplenet_jax.deblur`): the same reading
-(EXIF orientation, 16-bit PNG, alpha), the same network and the same tiling above `deblur.DEFAULT_MAX_PIXELS`.
+A Gradio page over the inference path of `simplenet-deblur` (`simplenet_jax.inference`, `simplenet_jax.photos`): the same reading
+(EXIF orientation, 16-bit PNG, alpha), the same network and the same tiling above `inference.DEFAULT_MAX_PIXELS`.
 The result is shown in a before/after slider and offered for download as a lossless PNG at full resolution
 and the input's bit depth. Tiled photos report progress tile by tile. It listens on 127.0.0.1 unless
 --host says otherwise; the first photo of each size waits for XLA to compile the network.
@@ -27,9 +27,8 @@ import png
 from etils import epath
 from PIL import Image
 
-from simplenet_jax import deblur
 from simplenet_jax import inference
-from simplenet_jax import metrics
+from simplenet_jax import photos
 
 MIN_SIDE = inference.MIN_TILE  # pixels: smaller photos are refused with one sentence
 MAX_PIXELS = 50_000_000  # larger uploads are refused: simplenet-deblur is the tool for them
@@ -58,15 +57,15 @@ class Deblurrer:
     seconds = time.perf_counter() - start
     target = self.out / f"{time.time_ns()}" / f"{pathlib.Path(name).stem}-deblurred.png"
     target.parent.mkdir(parents=True)
-    deblur.write_photo(epath.Path(target), result, photo.alpha, photo.bits)
+    photos.write_photo(epath.Path(target), result, photo.alpha, photo.bits)
     how = f"tiles of {tile} px" if tile else "the whole photo at once"
     status = (f"Deblurred {name} ({width}×{height}) in {seconds:.1f} s with the checkpoint of step {self.step}: "
               f"{how}{', ensemble ×8' if ensemble else ''}.")
-    before, after = (np.asarray(metrics.to_uint8(x)) for x in (photo.rgb, result))
+    before, after = (np.asarray(photos.to_uint8(x)) for x in (photo.rgb, result))
     return (before, after), str(target), status
 
 
-def read_upload(path: str | None) -> tuple[deblur.Photo, str]:
+def read_upload(path: str | None) -> tuple[photos.Photo, str]:
   """The uploaded photo and its file name, or a gr.Error of one sentence."""
   if not path:
     raise gr.Error("Choose a photo to deblur first.")
@@ -83,7 +82,7 @@ def read_upload(path: str | None) -> tuple[deblur.Photo, str]:
     raise gr.Error(f"{name} has {width * height / 1e6:.0f} megapixels, more than this demo's "
                    f"{MAX_PIXELS // 1_000_000}; deblur it with simplenet-deblur, which has no limit.")
   try:
-    return deblur.read_photo(pathlib.Path(path)), name
+    return photos.read_photo(pathlib.Path(path)), name
   except (OSError, ValueError, SyntaxError, png.Error):
     raise gr.Error(f"{name} is damaged or not an image this demo can read; upload a JPEG, PNG or WebP "
                    "photo.") from None
@@ -92,7 +91,7 @@ def read_upload(path: str | None) -> tuple[deblur.Photo, str]:
 def resolve_tile(choice: str, pixels: int) -> int:
   """Tile size in pixels (0: the whole photo); "auto" tiles as simplenet-deblur does."""
   if choice == "auto":
-    return deblur.auto_tile(pixels)
+    return inference.auto_tile(pixels)
   return 0 if choice == "whole photo" else int(choice)
 
 
@@ -113,8 +112,8 @@ def build(deblurrer: Deblurrer) -> gr.Blocks:
         ensemble = gr.Checkbox(label="Ensemble ×8: average over flips and rotations (8× slower)",
                                elem_id="ensemble")
         tile = gr.Dropdown(list(TILE_CHOICES), value="auto", label="Tiles",
-                           info=f"auto: tiles of {deblur.DEFAULT_TILE} px above "
-                           f"{deblur.DEFAULT_MAX_PIXELS / 1e6:.1f} megapixels, as simplenet-deblur does",
+                           info=f"auto: tiles of {inference.DEFAULT_TILE} px above "
+                           f"{inference.DEFAULT_MAX_PIXELS / 1e6:.1f} megapixels, as simplenet-deblur does",
                            elem_id="tile")
         button = gr.Button("Deblur", variant="primary", elem_id="deblur")
       with gr.Column():

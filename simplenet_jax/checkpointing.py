@@ -25,7 +25,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from simplenet_jax import paths
-from simplenet_jax.models.simplenet import EXECUTION_FIELDS
+from simplenet_jax.models.config import EXECUTION_FIELDS
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "psnr"
@@ -156,7 +156,7 @@ def _failed_reads_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0
   When one array of a restore fails to read, orbax closes its event loop while tensorstore's other reads are
   still in flight, and each of those then prints an "Event loop is closed" traceback from its own thread.
   After a failure they are waited out (until stderr stays quiet for `quiet_seconds`) and dropped; after a
-  success whatever was written is passed on. (0.2 s of quiet was too short on a busy 2-core machine.)
+  success whatever was written is passed on. A second of quiet leaves room for a busy machine's slow threads.
   The failed reads' tasks also reach asyncio's logger ("Task exception was never retrieved", with a
   traceback) whenever they are garbage-collected, often after the caller has printed its sentence, and
   through a handler that holds the real stderr: after a failure those records stay dropped for the rest of

@@ -40,7 +40,7 @@ from flax import nnx
 
 from simplenet_jax import inference
 from simplenet_jax import paths
-from simplenet_jax import summary
+from simplenet_jax import complexity
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -141,7 +141,7 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: s
   paths.check_writable(out.parent, "output folder", "--out")
   config, graphdef, params, step = inference.load_parameters(workdir, checkpoint)
   written = {"out": os.fspath(out), "format": fmt, "step": step, "config": config.get("name", "?"),
-             "parameters": summary.count_parameters(nnx.merge(graphdef, params))}
+             "parameters": complexity.count_parameters(nnx.merge(graphdef, params))}
   if fmt == "stablehlo":
     exported = export_stablehlo(graphdef, params)
     artifact = bytes(exported.serialize())

@@ -13,24 +13,37 @@ One path serves `eval.py`, training's periodic evaluation, `simplenet-deblur` an
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import pathlib
 from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
+from etils import epath
 from flax import nnx
 
 from simplenet_jax import checkpointing
-from simplenet_jax import metrics
 from simplenet_jax import paths
+from simplenet_jax import photos
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → the same shape
+# The tiling policy, shared by every client (`simplenet-deblur`, the web demo, `eval.py --tile`).
 MIN_TILE = 16
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32  # pixels blended between neighbouring tiles
+DEFAULT_MAX_PIXELS = 1_500_000  # above this, tile: whole-image inference of 12 MP needs tens of GB
+
+
+def auto_tile(pixels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+  """The tile size a photo of `pixels` gets when none is asked for: DEFAULT_TILE above `max_pixels`, else 0."""
+  return DEFAULT_TILE if pixels > max_pixels else 0
 
 
 def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
@@ -165,7 +178,7 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int,
   return jnp.asarray(total / weight)[None]
 
 
-def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = 32,
+def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = DEFAULT_OVERLAP,
                    progress: Callable[[int, int], None] | None = None) -> ApplyFn:
   """The function that deblurs ``[N, H, W, 3]`` floats in [0, 1] of any size with `network`.
 
@@ -202,4 +215,46 @@ def run_batch(deblur_fn: ApplyFn, images: list[np.ndarray], batch_size: int) -> 
   network sees one shape per image size and compiles once for it.
   """
   filled = np.stack(list(images) + [images[-1]] * (batch_size - len(images)))
-  return np.asarray(metrics.to_uint8(deblur_fn(metrics.to_float(filled))))[:len(images)]
+  return np.asarray(photos.to_uint8(deblur_fn(photos.to_float(filled))))[:len(images)]
+
+
+@dataclasses.dataclass
+class PhotoRun:
+  done: int  # photos deblurred and written
+  skipped: int  # outputs that existed already (kept)
+  failures: list[tuple[str, str]]  # (photo, the reason in one sentence) of each photo that failed
+
+
+def deblur_photos(network: ApplyFn, files: list[pathlib.Path], out: epath.Path, *, tile: int | None = None,
+                  overlap: int = DEFAULT_OVERLAP, max_pixels: int = DEFAULT_MAX_PIXELS, ensemble: bool = False,
+                  overwrite: bool = False) -> PhotoRun:
+  """Deblurs each photo into `out` (`photos.output_path`) at its own bit depth and with its alpha channel.
+
+  `tile` None tiles the photos of more than `max_pixels` (`auto_tile`); 0 never tiles. A photo that cannot be
+  read or is too small is a failure, and the others are still processed; an existing output is kept unless
+  `overwrite`.
+  """
+  deblur_fns = {}  # by tile size: the whole photo (0) and/or tiles
+  run = PhotoRun(0, 0, [])
+  out.mkdir(parents=True, exist_ok=True)
+  for source in tqdm.tqdm(files, desc="deblurring", unit="photo"):
+    target = photos.output_path(out, source)
+    if target.exists() and not overwrite:
+      run.skipped += 1
+      continue
+    try:
+      photo = photos.read_photo(source)
+    except photos.READ_ERRORS as error:
+      run.failures.append((str(source), f"unreadable image ({error})"))
+      continue
+    size = tile if tile is not None else auto_tile(photo.rgb.shape[0] * photo.rgb.shape[1], max_pixels)
+    if size not in deblur_fns:
+      deblur_fns[size] = make_deblur_fn(network, ensemble=ensemble, tile=size, overlap=overlap)
+    try:
+      result = np.asarray(deblur_fns[size](photo.rgb[None]))[0]
+    except ValueError as error:  # a photo too small for the network
+      run.failures.append((str(source), str(error)))
+      continue
+    photos.write_photo(target, result, photo.alpha, photo.bits)
+    run.done += 1
+  return run

@@ -27,16 +27,16 @@ from clu import periodic_actions
 from flax import nnx
 
 from simplenet_jax import checkpointing
-from simplenet_jax import evaluate
 from simplenet_jax import inference
-from simplenet_jax import metrics
 from simplenet_jax import parallel
 from simplenet_jax import paths
-from simplenet_jax import reports
-from simplenet_jax import scoring
+from simplenet_jax import photos
+from simplenet_jax.evaluation import loop as evaluation
+from simplenet_jax.evaluation import reports
+from simplenet_jax.evaluation import scoring
 from simplenet_jax.data import pipeline
+from simplenet_jax.models import ModelConfig
 from simplenet_jax.models import SimpleNet
-from simplenet_jax.models import validate_model_config
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -115,7 +115,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
   """One Adam step on the L1 loss. A non-finite gradient leaves the parameters and the optimizer's moments
   unchanged (`optax.apply_if_finite`, counted in the metrics), so a checkpoint never holds NaNs."""
 
-  blur, sharp = metrics.to_float(batch["blur"]), metrics.to_float(batch["sharp"])  # uint8 from the pipeline
+  blur, sharp = photos.to_float(batch["blur"]), photos.to_float(batch["sharp"])  # uint8 from the pipeline
 
   def loss_fn(params):
     # bf16 compute: bf16 weights and features; the master weights, the image, the global residual add and
@@ -242,7 +242,7 @@ def _eval_and_log(config, eval_split: pipeline.SplitReader, apply_fn, writer, st
       grids.append(reports.side_by_side(pair["blur"], output, pair["sharp"]))
 
   pairs = pipeline.eval_iter(eval_split, config.data, limit=config.eval_num_images or None)
-  results = evaluate.evaluate_pairs(inference.at_any_size(apply_fn), pairs, on_image=keep_grid)
+  results = evaluation.evaluate_pairs(inference.at_any_size(apply_fn), pairs, on_image=keep_grid)
   means = scoring.mean_metrics(results)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in means.items()})
   if grids:
@@ -260,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """
   workdir = paths.user_path(workdir)  # a gs:// URL stays one
   validate_training_config(config)
-  validate_model_config(config.model)  # before anything is written to the workdir
+  ModelConfig.from_mapping(config.model)  # checked before anything is written to the workdir
   paths.check_reachable(workdir, "workdir")
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)

@@ -1,9 +1,12 @@
-"""Shared test settings and fixtures: the repository root on sys.path (for `configs`), tiny data sets."""
+"""Shared test settings and fixtures: the repository root on sys.path (for `configs`), tiny data sets and a
+smoke model trained once per test run."""
 
 import os
 import pathlib
+import shutil
 import sys
 
+import filelock
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -39,26 +42,53 @@ def write_pairs(root: pathlib.Path, split: str, count: int, size: tuple[int, int
       Image.fromarray(image).save(scene / kind / f"{i:06d}.png")
 
 
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+  """The folder `name`, made by `build(folder)` once per test run and shared by every xdist worker: the first
+  worker to take the lock builds it, the others wait for it. Tests that would write into it take a copy."""
+  base = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    base = base.parent  # the run's folder, above each worker's own
+  path, done = base / name, base / f"{name}.done"
+  with filelock.FileLock(f"{path}.lock"):
+    if not done.exists():
+      shutil.rmtree(path, ignore_errors=True)
+      path.mkdir()
+      build(path)
+      done.touch()
+  return path
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
-  """8 train pairs of 40×48 and 2 test pairs of 37×45 (odd: evaluation pads and crops back)."""
-  root = tmp_path_factory.mktemp("pairs")
-  write_pairs(root, "train", 8, (40, 48), seed=0)
-  write_pairs(root, "test", 2, (37, 45), seed=1)
-  from simplenet_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  prepare.build("folder", root)  # into <root>_tfds, where configs look by default
-  return root
+  """8 train pairs of 40×48 and 2 test pairs of 37×45 (odd: evaluation pads and crops back), built with the
+  folder builder into ``<root>_tfds``, where configs look by default."""
+
+  def build(root):
+    write_pairs(root, "train", 8, (40, 48), seed=0)
+    write_pairs(root, "test", 2, (37, 45), seed=1)
+    from simplenet_jax.data import prepare  # pylint: disable=g-import-not-at-top
+    prepare.build("folder", root)
+
+  return built_once(tmp_path_factory, "pairs", build)
 
 
 @pytest.fixture(scope="session")
 def trained_workdir(data_root, tmp_path_factory):
-  """A smoke model trained 4 steps (its tail is no longer zero, so it changes the images)."""
+  """A smoke model trained 4 steps (its tail is no longer zero, so it changes the images). Shared: read it,
+  or copy it (`workdir_copy`) to write into it."""
   from configs import smoke  # pylint: disable=g-import-not-at-top  (needs ROOT on sys.path, above)
   from simplenet_jax import train  # pylint: disable=g-import-not-at-top
 
-  path = tmp_path_factory.mktemp("workdir")
-  config = smoke.get_config()
-  config.data.root = str(data_root)
-  config.num_train_steps = 4
-  train.train_and_evaluate(config, path)
-  return path
+  def build(path):
+    config = smoke.get_config()
+    config.data.root = str(data_root)
+    config.num_train_steps = 4
+    train.train_and_evaluate(config, path)
+
+  return built_once(tmp_path_factory, "workdir", build)
+
+
+@pytest.fixture
+def workdir_copy(trained_workdir, tmp_path):
+  """A copy of the trained smoke workdir that a test may write into (evaluations, further training)."""
+  return pathlib.Path(shutil.copytree(trained_workdir, tmp_path / "workdir"))

@@ -16,7 +16,7 @@ from PIL import Image
 
 from simplenet_jax import app
 from simplenet_jax import inference
-from simplenet_jax import metrics
+from simplenet_jax import photos
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,8 +41,8 @@ def deblurrer(trained_workdir, tmp_path_factory):
 def test_the_handler_returns_the_networks_output_as_slider_and_png(deblurrer, tmp_path):
   pixels = _photo(tmp_path / "shot.png")
   (before, after), path, status = deblurrer(str(tmp_path / "shot.png"), False, "auto")
-  expected = np.asarray(metrics.to_uint8(inference.make_deblur_fn(deblurrer.network)(
-      metrics.to_float(pixels[None]))))[0]
+  expected = np.asarray(photos.to_uint8(inference.make_deblur_fn(deblurrer.network)(
+      photos.to_float(pixels[None]))))[0]
   saved = np.asarray(Image.open(path))
   assert before.dtype == after.dtype == np.uint8
   np.testing.assert_array_equal(before, pixels)
@@ -131,7 +131,7 @@ def test_the_page_in_chromium_deblurs_an_upload(server, trained_workdir, tmp_pat
   assert os.path.exists(CHROMIUM), f"the browser test needs Debian's chromium at {CHROMIUM} (scripts/test.sh installs it)"
   pixels = _photo(tmp_path / "upload.png", size=(52, 76), seed=3)
   _, network, _ = inference.load_model(trained_workdir)
-  expected = np.asarray(metrics.to_uint8(inference.make_deblur_fn(network)(metrics.to_float(pixels[None]))))[0]
+  expected = np.asarray(photos.to_uint8(inference.make_deblur_fn(network)(photos.to_float(pixels[None]))))[0]
   with sync_playwright() as playwright:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
     try:

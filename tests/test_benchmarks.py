@@ -73,7 +73,7 @@ def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path):
 def test_ablation_variants_are_the_papers_tables_through_their_config_files():
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import ablation  # pylint: disable=g-import-not-at-top
-  expected = {"full": {}, "baseline1": {"use_dr": False}, "baseline2": {"use_lgcr": False},
+  expected = {"full": {}, "baseline1": {"use_dr": False}, "baseline2": {"global_context": "resblock"},
               "baseline3": {"use_pvb": False}, "nonlocal": {"global_context": "nonlocal"},
               "tgm_trm": {"global_context": "tgm_trm"}, "none": {"global_context": "none"},
               "lgcr_c": {"lgcr_softmax_axes": "c"}}
@@ -91,6 +91,7 @@ def test_global_context_effect_is_the_relative_change_of_the_features():
   import ablation  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
   from simplenet_jax.models import SimpleNet  # pylint: disable=g-import-not-at-top
 
   class Doubling(nnx.Module):
@@ -98,7 +99,7 @@ def test_global_context_effect_is_the_relative_change_of_the_features():
       return 3 * x  # |3x − x| / |x| = 2
 
   image = jnp.linspace(0, 1, 1 * 20 * 28 * 3).reshape(1, 20, 28, 3)
-  model = SimpleNet((4, 4, 4), global_context="none", rngs=nnx.Rngs(0))
+  model = SimpleNet(ModelConfig(widths=(4, 4, 4), global_context="none"), rngs=nnx.Rngs(0))
   assert float(ablation.global_context_effect(model, image)) == 0.0
   model.lgcr = Doubling()
   assert abs(float(ablation.global_context_effect(model, image)) - 2.0) < 1e-6
@@ -146,7 +147,7 @@ def test_ablation_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, 
     return {"step": 2, "train": {}, "eval": {}}
 
   monkeypatch.setattr(ablation.train, "train_and_evaluate", stopped_early)
-  monkeypatch.setattr(ablation.evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated a stopped run"))
+  monkeypatch.setattr(ablation.loop, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated a stopped run"))
   assert ablation.run_variant("full", 0, ablation.SMOKE, tmp_path, tmp_path / "data", []) is None
   assert calls and not (tmp_path / "runs" / "full_seed0" / "result.json").exists()
 

@@ -16,18 +16,18 @@ import scipy.ndimage
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from simplenet_jax import evaluate
 from simplenet_jax import inference
-from simplenet_jax import reports
 from simplenet_jax.data import pipeline
+from simplenet_jax.evaluation import loop
+from simplenet_jax.evaluation import reports
 from test_layouts import make_realblur
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()
-def workdir(trained_workdir):
-  return trained_workdir
+def workdir(workdir_copy):
+  return workdir_copy  # evaluations write into WORKDIR/eval by default
 
 
 def _matlab_ssim(a, b):
@@ -144,11 +144,11 @@ def test_batches_compile_once_per_shape_and_equal_one_at_a_time():
 
   pairs = _pairs([(13, 17)] * 3 + [(12, 16)] + [(13, 17)] * 2)
   seen = []
-  batched = evaluate.evaluate_pairs(inference.at_any_size(fake_net), pairs, conventions=(),  # SSIM does not depend on batching
+  batched = loop.evaluate_pairs(inference.at_any_size(fake_net), pairs, conventions=(),  # SSIM does not depend on batching
                                     on_image=lambda p, o, r: seen.append((p["name"], r.name)), batch_size=2)
   # runs [A A] [A] [B] [A A]; short ones are filled up to 2, so one trace per padded size
   assert traces == [(2, 16, 20, 3), (2, 12, 16, 3)]
-  singles = evaluate.evaluate_pairs(inference.at_any_size(fake_net), pairs, conventions=(), batch_size=1)
+  singles = loop.evaluate_pairs(inference.at_any_size(fake_net), pairs, conventions=(), batch_size=1)
   assert [r.name for r in batched] == [r.name for r in singles] == [p["name"] for p in pairs]
   assert seen == [(p["name"], p["name"]) for p in pairs]
   for b, s in zip(batched, singles):
@@ -161,7 +161,7 @@ def test_trained_model_in_batches_scores_as_an_independent_per_image_computation
   config, network, _ = inference.load_model(workdir)
   config.data.root = str(data_root)
   pairs = list(pipeline.eval_dataset(pipeline.open_split(config.data, "test"), config.data))
-  results = evaluate.evaluate_pairs(inference.make_deblur_fn(network), pairs, batch_size=batch_size)
+  results = loop.evaluate_pairs(inference.make_deblur_fn(network), pairs, batch_size=batch_size)
   assert [r.name for r in results] == [p["name"] for p in pairs] and len(pairs) == 2
   for pair, result in zip(pairs, results):
     blur, sharp = np.asarray(pair["blur"]), np.asarray(pair["sharp"])
@@ -203,8 +203,7 @@ def _error_line(run) -> str:
 
 
 def test_damaged_checkpoint_is_one_sentence(workdir, tmp_path):
-  copy = tmp_path / "workdir"
-  shutil.copytree(workdir, copy)
+  copy = workdir  # a copy already
   damaged = [f for f in (copy / "checkpoints" / "4" / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
   assert damaged  # the OCDBT data files of the parameters
   for f in damaged:
@@ -328,7 +327,7 @@ def _realblur_tree(root: pathlib.Path) -> pathlib.Path:
 
 
 def test_realblur_j_headline_is_its_aligned_protocol_beside_the_unaligned_scores(workdir, tmp_path):
-  from simplenet_jax import realblur_metric  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.evaluation import realblur  # pylint: disable=g-import-not-at-top
   root = _realblur_tree(tmp_path / "RealBlur")
   out = tmp_path / "eval"
   run = _eval("--workdir", str(workdir), "--data", str(root), "--dataset", "realblur_j", "--out", str(out),
@@ -346,8 +345,8 @@ def test_realblur_j_headline_is_its_aligned_protocol_beside_the_unaligned_scores
     sharp = np.asarray(Image.open(scene / "gt" / f"gt_{index}.png"))
     blur = np.asarray(Image.open(scene / "blur" / f"blur_{index}.png"))
     output = np.asarray(Image.open(out / "images" / row["scene"] / f"{row['name']}.png"))
-    psnr, ssim = realblur_metric.aligned_psnr_ssim(output, sharp)
-    input_psnr, _ = realblur_metric.aligned_psnr_ssim(blur, sharp)
+    psnr, ssim = realblur.aligned_psnr_ssim(output, sharp)
+    input_psnr, _ = realblur.aligned_psnr_ssim(blur, sharp)
     assert float(row["psnr_aligned"]) == pytest.approx(psnr, abs=1e-6)
     assert float(row["ssim_aligned"]) == pytest.approx(ssim, abs=1e-7)
     assert float(row["input_psnr_aligned"]) == pytest.approx(input_psnr, abs=1e-6)

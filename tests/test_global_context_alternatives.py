@@ -10,8 +10,9 @@ import pytest
 from flax import nnx
 
 from simplenet_jax.config_files import load_config
+from simplenet_jax.models import ModelConfig
+from simplenet_jax.models import ResBlock
 from simplenet_jax.models import SimpleNet
-from simplenet_jax.models import validate_model_config
 from simplenet_jax.models.global_context import LGCR
 from simplenet_jax.models.global_context import Identity
 from simplenet_jax.models.global_context import NonLocal
@@ -121,13 +122,13 @@ def test_tgm_trm_starts_near_identity():
 
 
 def _tiny(**fields):
-  return validate_model_config(dict(widths=(8, 8, 16), lgcr_rank=4, **fields))
+  return ModelConfig(widths=(8, 8, 16), lgcr_rank=4, **fields)
 
 
-@pytest.mark.parametrize("kind,module_type", [("lgcr", LGCR), ("nonlocal", NonLocal), ("tgm_trm", TensorLowRank),
-                                              ("none", Identity)])
+@pytest.mark.parametrize("kind,module_type", [("lgcr", LGCR), ("resblock", ResBlock), ("nonlocal", NonLocal),
+                                              ("tgm_trm", TensorLowRank), ("none", Identity)])
 def test_simplenet_slot_holds_the_configured_module(kind, module_type):
-  model = nnx.eval_shape(lambda: SimpleNet(**_tiny(global_context=kind), rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: SimpleNet(_tiny(global_context=kind), rngs=nnx.Rngs(0)))
   assert type(model.lgcr) is module_type
   out = jax.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, 16, 20, 3), jnp.float32))
   assert out.shape == (1, 16, 20, 3)
@@ -150,14 +151,13 @@ def test_configs_select_the_table5_modules():
   for name, kind in (("nonlocal.py", "nonlocal"), ("tgm_trm.py", "tgm_trm")):
     config = load_config(CONFIGS / name)
     assert config.model.global_context == kind and config.name == kind
-    kwargs = validate_model_config(config.model)
-    assert kwargs["global_context"] == kind and kwargs["use_lgcr"]
+    assert ModelConfig.from_mapping(config.model).global_context == kind
 
 
 @pytest.mark.parametrize("fields,message", [
     (dict(global_context="attention"), "config.model.global_context must be one of"),
-    (dict(global_context="nonlocal", use_lgcr=False), "use_lgcr=False puts a ResBlock"),
+    (dict(global_context="nonlocal", use_lgcr=False), r"unknown field\(s\) \['use_lgcr'\]"),
 ])
 def test_bad_global_context_raises_one_clear_sentence(fields, message):
   with pytest.raises(ValueError, match=message):
-    validate_model_config(fields)
+    ModelConfig.from_mapping(fields)

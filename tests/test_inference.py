@@ -16,7 +16,8 @@ from PIL import Image
 
 from simplenet_jax import deblur
 from simplenet_jax import inference
-from simplenet_jax import metrics
+from simplenet_jax import photos
+from simplenet_jax.evaluation import metrics
 
 
 def _image(h=37, w=53, seed=0):
@@ -102,8 +103,8 @@ def test_small_tiles_blend_seams_and_stay_close():
   np.testing.assert_allclose(np.asarray(inference.tiled(local, x, tile=32, overlap=8)), np.asarray(local(x)),
                              atol=1e-6)
   global_net = lambda v: v * 0.9 + 0.1 * jnp.mean(v)  # global context: tiling approximates it
-  diff = metrics.psnr(metrics.to_uint8(inference.tiled(global_net, x, tile=32, overlap=8)[0]),
-                      metrics.to_uint8(global_net(x)[0]))
+  diff = metrics.psnr(photos.to_uint8(inference.tiled(global_net, x, tile=32, overlap=8)[0]),
+                      photos.to_uint8(global_net(x)[0]))
   assert float(diff) > 35  # dB between tiled and whole-image output
 
 
@@ -166,7 +167,7 @@ def workdir(trained_workdir):
 
 
 @pytest.fixture()
-def photos(tmp_path):
+def photo_folder(tmp_path):
   folder = tmp_path / "photos"
   folder.mkdir()
   coffee = skimage.data.coffee()[:61, :83]
@@ -188,9 +189,9 @@ def _deblur_cli(*args):
                         text=True, timeout=600)
 
 
-def test_cli_keeps_orientation_bit_depth_alpha_and_lists_failures(workdir, photos, tmp_path):
+def test_cli_keeps_orientation_bit_depth_alpha_and_lists_failures(workdir, photo_folder, tmp_path):
   out = tmp_path / "out"
-  run = _deblur_cli("--workdir", workdir, photos, "--out", out)
+  run = _deblur_cli("--workdir", workdir, photo_folder, "--out", out)
   assert run.returncode == 1 and "Traceback" not in run.stderr
   assert "1 input(s) failed:" in run.stderr and "broken.webp: unreadable image" in run.stderr
   assert "deblurred 3 photo(s)" in run.stdout
@@ -200,39 +201,39 @@ def test_cli_keeps_orientation_bit_depth_alpha_and_lists_failures(workdir, photo
   width, height, _, info = png.Reader(filename=str(out / "deep.png")).asDirect()
   assert (width, height, info["bitdepth"], info["planes"]) == (43, 41, 16, 3)
 
-  again = _deblur_cli("--workdir", workdir, photos / "alpha.png", "--out", out)
+  again = _deblur_cli("--workdir", workdir, photo_folder / "alpha.png", "--out", out)
   assert again.returncode == 0 and "kept 1 existing output(s) (--overwrite replaces them)" in again.stdout
 
 
-def test_cli_tiled_result_matches_untiled_when_the_tile_covers_the_photo(workdir, photos, tmp_path):
-  whole = _deblur_cli("--workdir", workdir, photos / "alpha.png", "--out", tmp_path / "a", "--tile", "0")
-  tiled = _deblur_cli("--workdir", workdir, photos / "alpha.png", "--out", tmp_path / "b", "--tile", "64")
+def test_cli_tiled_result_matches_untiled_when_the_tile_covers_the_photo(workdir, photo_folder, tmp_path):
+  whole = _deblur_cli("--workdir", workdir, photo_folder / "alpha.png", "--out", tmp_path / "a", "--tile", "0")
+  tiled = _deblur_cli("--workdir", workdir, photo_folder / "alpha.png", "--out", tmp_path / "b", "--tile", "64")
   assert whole.returncode == 0 and tiled.returncode == 0, whole.stderr[-2000:] + tiled.stderr[-2000:]
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "alpha.png")),
                                 np.asarray(Image.open(tmp_path / "b" / "alpha.png")))
 
 
-def test_cli_photo_too_small_is_listed_and_the_others_are_deblurred(workdir, photos, tmp_path):
-  Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(photos / "tiny.png")
-  run = _deblur_cli("--workdir", workdir, photos / "tiny.png", photos / "alpha.png", "--out", tmp_path / "out")
+def test_cli_photo_too_small_is_listed_and_the_others_are_deblurred(workdir, photo_folder, tmp_path):
+  Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(photo_folder / "tiny.png")
+  run = _deblur_cli("--workdir", workdir, photo_folder / "tiny.png", photo_folder / "alpha.png", "--out", tmp_path / "out")
   assert run.returncode == 1 and "Traceback" not in run.stderr
-  assert f"{photos / 'tiny.png'}: image of 2×3 pixels is too small to deblur; it needs at least 4×4." in run.stderr
+  assert f"{photo_folder / 'tiny.png'}: image of 2×3 pixels is too small to deblur; it needs at least 4×4." in run.stderr
   assert "deblurred 1 photo(s)" in run.stdout and (tmp_path / "out" / "alpha.png").exists()
   assert not (tmp_path / "out" / "tiny.png").exists()
 
 
-def test_cli_bad_workdir_and_unwritable_output(photos, tmp_path):
-  run = _deblur_cli("--workdir", tmp_path / "nothing", photos, "--out", tmp_path / "out")
+def test_cli_bad_workdir_and_unwritable_output(photo_folder, tmp_path):
+  run = _deblur_cli("--workdir", tmp_path / "nothing", photo_folder, "--out", tmp_path / "out")
   assert run.returncode == 1 and "has no checkpoint" in run.stderr and "Traceback" not in run.stderr
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  run = _deblur_cli("--workdir", tmp_path, photos, "--out", blocker / "sub")
+  run = _deblur_cli("--workdir", tmp_path, photo_folder, "--out", blocker / "sub")
   assert run.returncode == 1 and run.stderr.startswith(f"error: cannot write to the output folder {blocker / 'sub'} (")
   assert run.stderr.rstrip().endswith("); pass --out with a writable folder.") and "Traceback" not in run.stderr
 
 
 def test_read_photo_converts_gray_to_rgb(tmp_path):
   Image.fromarray(skimage.data.camera()[:20, :30]).save(tmp_path / "gray.png")
-  photo = deblur.read_photo(tmp_path / "gray.png")
+  photo = photos.read_photo(tmp_path / "gray.png")
   assert photo.rgb.shape == (20, 30, 3) and photo.alpha is None and photo.bits == 8
   np.testing.assert_array_equal(photo.rgb[..., 0], photo.rgb[..., 2])

@@ -23,7 +23,8 @@ import jax, jax.numpy as jnp
 from jax import export
 from flax import nnx
 from configs import gopro
-from simplenet_jax import inference, metrics, parallel, scoring, train
+from simplenet_jax import inference, parallel, photos, train
+from simplenet_jax.evaluation import scoring
 from simplenet_jax.models import SimpleNet
 
 config = gopro.get_config()
@@ -46,8 +47,8 @@ def train_step(dtype):
                  in_shardings=(replicated, batched), out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 def evaluation(p, blur, sharp):  # what evaluate_pairs runs per batch: pad, network, crop, uint8, scores
-  output = metrics.to_uint8(inference.at_any_size(functools.partial(forward, p))(blur))
-  return output, scoring.batch_scores(metrics.to_uint8(blur), output, sharp)
+  output = photos.to_uint8(inference.at_any_size(functools.partial(forward, p))(blur))
+  return output, scoring.batch_scores(photos.to_uint8(blur), output, sharp)
 
 programs = {{
     "forward_720p": (jax.jit(forward), (params, image)),

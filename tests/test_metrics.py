@@ -8,7 +8,8 @@ import scipy.ndimage
 import skimage.data
 from skimage.metrics import structural_similarity
 
-from simplenet_jax import metrics
+from simplenet_jax import photos
+from simplenet_jax.evaluation import metrics
 
 
 def matlab_ssim_scipy(a, b):
@@ -155,7 +156,7 @@ def test_batched_ssim_equals_one_at_a_time():
 
 def test_to_uint8_rounds_like_a_saved_png():
   values = jnp.asarray([-0.2, 0.0, 0.499 / 255, 0.501 / 255, 0.5, 254.5 / 255 + 1e-4, 1.0, 1.7])
-  np.testing.assert_array_equal(np.asarray(metrics.to_uint8(values)), [0, 0, 0, 1, 128, 255, 255, 255])
+  np.testing.assert_array_equal(np.asarray(photos.to_uint8(values)), [0, 0, 0, 1, 128, 255, 255, 255])
 
 
 @pytest.mark.parametrize("pred,target,convention,message", [

@@ -8,8 +8,9 @@ import pytest
 from flax import nnx
 
 from configs import default as default_config
+from simplenet_jax.complexity import parameters_by_block_type
+from simplenet_jax.models import ModelConfig
 from simplenet_jax.models import SimpleNet
-from simplenet_jax.summary import parameters_by_block_type
 
 TINY = dict(widths=(8, 8, 8), lgcr_rank=4)
 
@@ -37,12 +38,12 @@ def test_wide_variant_is_about_20_8m():
 
 
 @pytest.mark.parametrize("ablation,resblocks,pvbs,drs,lgcrs", [
-    ("use_dr", 9, 6, 0, 1),     # Baseline1: DRs → ResBlocks
-    ("use_lgcr", 7, 6, 3, 1 - 1),  # Baseline2: LGCR → ResBlock
-    ("use_pvb", 12, 0, 3, 1),   # Baseline3: PVBs → ResBlocks
+    (dict(use_dr=False), 9, 6, 0, 1),     # Baseline1: DRs → ResBlocks
+    (dict(global_context="resblock"), 7, 6, 3, 1 - 1),  # Baseline2: LGCR → ResBlock
+    (dict(use_pvb=False), 12, 0, 3, 1),   # Baseline3: PVBs → ResBlocks
 ])
 def test_table3_ablations_replace_blocks_by_resblocks(ablation, resblocks, pvbs, drs, lgcrs):
-  table = parameters_by_block_type(_abstract(**{ablation: False}))
+  table = parameters_by_block_type(_abstract(**ablation))
   assert (table["ResBlock"][0], table["PVB"][0], table["DR"][0], table["LGCR"][0]) == (
       resblocks, pvbs, drs, lgcrs)
 
@@ -56,13 +57,13 @@ def test_eval_shape_at_720p():
 
 
 def test_untrained_default_model_is_the_identity():
-  model = SimpleNet(**TINY, rngs=nnx.Rngs(0))
+  model = SimpleNet(ModelConfig(**TINY), rngs=nnx.Rngs(0))
   image = jnp.asarray(np.random.default_rng(1).uniform(size=(1, 12, 16, 3)), jnp.float32)
   np.testing.assert_array_equal(np.asarray(model(image)), np.asarray(image))
 
 
 def test_tiny_model_forward_backward_and_global_residual():
-  model = SimpleNet(**TINY, zero_init_tail=False, rngs=nnx.Rngs(0))
+  model = SimpleNet(ModelConfig(**TINY, zero_init_tail=False), rngs=nnx.Rngs(0))
   image = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 36, 44, 3)), jnp.float32)
   target = jnp.clip(image + 0.1, 0, 1)
 
@@ -83,7 +84,7 @@ def test_tiny_model_forward_backward_and_global_residual():
 
 def test_odd_tiny_config_variants_run():
   for extra in (dict(deform_groups=2, lgcr_softmax_axes="c"), dict(use_pvb=False, use_dr=False)):
-    model = SimpleNet(**{**TINY, **extra}, rngs=nnx.Rngs(1))
+    model = SimpleNet(ModelConfig(**TINY, **extra), rngs=nnx.Rngs(1))
     assert model(jnp.zeros((1, 12, 20, 3))).shape == (1, 12, 20, 3)
 
 
@@ -95,7 +96,7 @@ def test_odd_tiny_config_variants_run():
     ((2, 36, 42, 3), "got 36×42; pad the image"),
 ])
 def test_bad_input_is_one_clear_sentence(shape, message):
-  model = SimpleNet(**TINY, rngs=nnx.Rngs(0))
+  model = SimpleNet(ModelConfig(**TINY), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError) as info:
     jax.jit(lambda x: model(x))(jnp.zeros(shape))
   assert message in str(info.value)
@@ -119,7 +120,7 @@ def test_bad_model_config_is_one_clear_sentence(field, value, message):
 
 
 def test_lgcr_initialisation_fields_reach_the_module():
-  default = SimpleNet(**TINY, rngs=nnx.Rngs(0)).lgcr
+  default = SimpleNet(ModelConfig(**TINY), rngs=nnx.Rngs(0)).lgcr
   model = SimpleNet.from_config(ml_collections.ConfigDict({**TINY, "lgcr_initial_slope": 0.1,
                                                            "lgcr_kernel_3d_std": 0.5}), rngs=nnx.Rngs(0)).lgcr
   for axis in "chw":
@@ -133,7 +134,7 @@ def test_lgcr_initialisation_fields_reach_the_module():
 def _small_residual_model(scale: float = 0.02) -> SimpleNet:
   """A tiny model with a random tail scaled so that its residual is about `scale` (a trained model's is
   small too): bf16 then rounds the residual by ~scale/256, far below an 8-bit level."""
-  model = SimpleNet(**TINY, zero_init_tail=False, rngs=nnx.Rngs(3))
+  model = SimpleNet(ModelConfig(**TINY, zero_init_tail=False), rngs=nnx.Rngs(3))
   model.tail.kernel[...] = model.tail.kernel[...] * scale
   return model
 
@@ -163,7 +164,7 @@ def test_remat_and_tile_size_change_neither_outputs_nor_gradients():
   image = jnp.asarray(np.random.default_rng(6).uniform(size=(2, 20, 28, 3)), jnp.float32)
 
   def output_and_grads(**execution):
-    model = SimpleNet(**TINY, zero_init_tail=False, **execution, rngs=nnx.Rngs(5))
+    model = SimpleNet(ModelConfig(**TINY, zero_init_tail=False, **execution), rngs=nnx.Rngs(5))
     graphdef, params = nnx.split(model)
 
     def loss(p):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from simplenet_jax.models.global_context import GLOBAL_CONTEXT_OPTIONS
+from simplenet_jax.models.config import GLOBAL_CONTEXTS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def test_torch_is_installed():
                        "bash scripts/test.sh, or pip install -r requirements-torch.txt")
 
 
-@pytest.mark.parametrize("kind", GLOBAL_CONTEXT_OPTIONS)
+@pytest.mark.parametrize("kind", GLOBAL_CONTEXTS)
 def test_network_equals_its_pytorch_twin_in_float64(kind):
   run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "torch_reference.py"), "--check",
                         "--global-context", kind], capture_output=True, text=True, timeout=900, cwd=ROOT)

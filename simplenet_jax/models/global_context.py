@@ -4,8 +4,8 @@ SPEC §1), chosen by `config.model.global_context`:
 * ``"lgcr"``     LGCR (Sec. 3.1, eqs. 1–5), `LGCR` — the paper's module and the default.
 * ``"nonlocal"`` the embedded-Gaussian non-local block (Wang et al. 2018), `NonLocal`.
 * ``"tgm_trm"``  tensor generation + reconstruction, "T+T" (Chen et al. 2020), `TensorLowRank`.
-* ``"none"``     nothing in the slot (`Identity`). Table 5's "w/o" row is Baseline2, whose slot holds a
-  vanilla ResBlock: that is `configs/baseline2.py` (``use_lgcr = False``).
+* ``"resblock"`` a vanilla ResBlock: Table 3's Baseline2 and Table 5's "w/o" row (`configs/baseline2.py`).
+* ``"none"``     nothing in the slot (`Identity`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from simplenet_jax.models.blocks import ResBlock
+from simplenet_jax.models.config import GLOBAL_CONTEXTS
+from simplenet_jax.models.config import ModelConfig
 from simplenet_jax.ops import global_context as global_context_ops
 from simplenet_jax.ops import non_local
 from simplenet_jax.ops import tensor_low_rank
 
-GLOBAL_CONTEXT_OPTIONS = ("lgcr", "nonlocal", "tgm_trm", "none")
 # Above this many positions the non-local block attends in blocks of queries: the same result without the
 # HW×HW matrix (13 GB per 720p bottleneck in float32); at and below it (a 256² crop's 64² bottleneck),
 # the whole matrix, as Wang et al. compute it.
@@ -33,8 +35,9 @@ class Identity(nnx.Module):
     return x
 
 
-LGCR_INITIAL_SLOPE = 0.25  # PyTorch's nn.PReLU default; the paper gives no initialisation
-LGCR_KERNEL_3D_STD = 27 ** -0.5  # fan-in scale of the 3×3×3 W_G
+# The paper gives neither initialisation; `ModelConfig` holds our choices and their reasons.
+LGCR_INITIAL_SLOPE = ModelConfig.lgcr_initial_slope
+LGCR_KERNEL_3D_STD = ModelConfig.lgcr_kernel_3d_std
 
 
 class LGCR(nnx.Module):
@@ -132,10 +135,12 @@ def global_context_block(kind: str, channels: int, *, rank: int, softmax_axes: s
   if kind == "lgcr":
     return LGCR(rank=rank, softmax_axes=softmax_axes, initial_slope=lgcr_initial_slope,
                 kernel_3d_std=lgcr_kernel_3d_std, rngs=rngs)
+  if kind == "resblock":
+    return ResBlock(channels, rngs=rngs)
   if kind == "nonlocal":
     return NonLocal(channels, rngs=rngs)
   if kind == "tgm_trm":
     return TensorLowRank(rank=rank, rngs=rngs)
   if kind == "none":
     return Identity()
-  raise ValueError(f"global_context must be one of {GLOBAL_CONTEXT_OPTIONS}, got {kind!r}.")
+  raise ValueError(f"global_context must be one of {GLOBAL_CONTEXTS}, got {kind!r}.")

@@ -2,7 +2,7 @@
 
 Scores are computed on the device in float32, one jitted call per batch of uint8 images (`metrics` is
 accurate to 1e-6 of MATLAB's / scikit-image's float64 definitions; no float64 reaches the device, which a TPU
-lacks). RealBlur-J's own protocol first aligns each output to its sharp image (`realblur_metric`); those
+lacks). RealBlur-J's own protocol first aligns each output to its sharp image (`realblur`); those
 "aligned" scores are computed on the host and reported beside the unaligned ones.
 """
 
@@ -14,7 +14,7 @@ import functools
 import jax
 import numpy as np
 
-from simplenet_jax import metrics
+from simplenet_jax.evaluation import metrics
 
 ALIGNED = "aligned"  # the key of RealBlur's ECC-aligned scores in `ImageResult.aligned` and the summaries
 
@@ -51,10 +51,10 @@ def batch_scores(blur: jax.Array, output: jax.Array, sharp: jax.Array,
 
 def aligned_scores(blur: np.ndarray, output: np.ndarray, sharp: np.ndarray) -> dict[str, float]:
   """RealBlur's official PSNR and SSIM of one uint8 output, and of its blurred input, each aligned to the
-  sharp image first (`realblur_metric`)."""
-  from simplenet_jax import realblur_metric  # OpenCV is loaded only when RealBlur's protocol is asked for
-  psnr, ssim = realblur_metric.aligned_psnr_ssim(output, sharp)
-  input_psnr, input_ssim = realblur_metric.aligned_psnr_ssim(blur, sharp)
+  sharp image first (`realblur`)."""
+  from simplenet_jax.evaluation import realblur  # OpenCV is loaded only when RealBlur's protocol is asked for
+  psnr, ssim = realblur.aligned_psnr_ssim(output, sharp)
+  input_psnr, input_ssim = realblur.aligned_psnr_ssim(blur, sharp)
   return {"psnr": psnr, "ssim": ssim, "input_psnr": input_psnr, "input_ssim": input_ssim}
 
 

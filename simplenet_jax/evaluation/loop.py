@@ -17,10 +17,11 @@ import numpy as np
 import tqdm
 
 from simplenet_jax import inference
-from simplenet_jax import metrics
 from simplenet_jax import paths
-from simplenet_jax import reports
-from simplenet_jax import scoring
+from simplenet_jax import photos
+from simplenet_jax.evaluation import metrics
+from simplenet_jax.evaluation import reports
+from simplenet_jax.evaluation import scoring
 from simplenet_jax.data import pipeline
 from simplenet_jax.data import prepare
 
@@ -46,7 +47,7 @@ def evaluate_pairs(deblur_fn: inference.ApplyFn, pairs: Iterable[dict], conventi
     start = time.perf_counter()
     outputs = inference.run_batch(deblur_fn, [pair["blur"] for pair in batch], batch_size)
     seconds = (time.perf_counter() - start) / len(batch)
-    blurs, sharps = (np.stack([metrics.as_uint8(pair[key]) for pair in batch]) for key in ("blur", "sharp"))
+    blurs, sharps = (np.stack([photos.as_uint8(pair[key]) for pair in batch]) for key in ("blur", "sharp"))
     scored = scoring.score([str(pair["name"]) for pair in batch], blurs, outputs, sharps, seconds, conventions,
                            aligned=aligned)
     for pair, output, result in zip(batch, outputs, scored):
@@ -59,7 +60,7 @@ def evaluate_pairs(deblur_fn: inference.ApplyFn, pairs: Iterable[dict], conventi
 def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None, dataset: str | None = None,
                      out: str | os.PathLike | None = None, conventions=metrics.CONVENTIONS,
                      checkpoint: str = "latest", save_images: bool = False, worst_best: int = 3,
-                     batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = 32,
+                     batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = inference.DEFAULT_OVERLAP,
                      aligned: bool | None = None) -> dict:
   """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
 
@@ -93,7 +94,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   def on_image(pair, output, result):
     progress.update()
     if save_images:
-      reports.write_png(out / "images" / f"{result.name}.png", output)
+      photos.write_png(out / "images" / f"{result.name}.png", output)
       gain = result.psnr - result.input_psnr
       if extremes.wants(gain):
         extremes.add(gain, (result.name, reports.side_by_side(pair["blur"], output, pair["sharp"])))

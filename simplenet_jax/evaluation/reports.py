@@ -12,15 +12,14 @@ import json
 
 import numpy as np
 from etils import epath
-from PIL import Image
 
-from simplenet_jax import metrics
-from simplenet_jax import scoring
+from simplenet_jax import photos
+from simplenet_jax.evaluation import scoring
 
 
 def side_by_side(blur, output, sharp) -> np.ndarray:
   """blur | output | sharp as one uint8 ``[H, 3W, 3]`` picture; [0, 1] floats are rounded as a PNG holds them."""
-  return np.concatenate([metrics.as_uint8(image) for image in (blur, output, sharp)], axis=1)
+  return np.concatenate([photos.as_uint8(image) for image in (blur, output, sharp)], axis=1)
 
 
 class Extremes:
@@ -57,19 +56,13 @@ class Extremes:
     return [item for *_, item in sorted(self._high, reverse=True)]
 
 
-def write_png(path: epath.Path, pixels: np.ndarray) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("wb") as f:  # a local file or an object in a bucket
-    Image.fromarray(pixels).save(f, format="PNG")
-
-
 def write_extremes(out: epath.Path, extremes: Extremes) -> None:
   """OUT/worst/NN_<scene>_<frame>.png and OUT/best/NN_…png (rank NN from 01), replacing an earlier run's."""
   for folder, items in (("worst", extremes.lowest()), ("best", extremes.highest())):
     for old in (out / folder).glob("[0-9][0-9]_*.png"):
       old.unlink()
     for rank, (name, picture) in enumerate(items, 1):
-      write_png(out / folder / f"{rank:02d}_{name.replace('/', '_')}.png", picture)
+      photos.write_png(out / folder / f"{rank:02d}_{name.replace('/', '_')}.png", picture)
 
 
 def write_results(results: list[scoring.ImageResult], out: epath.Path, extra: dict) -> dict:
@@ -94,3 +87,25 @@ def write_results(results: list[scoring.ImageResult], out: epath.Path, extra: di
              "images": len(results), "conventions": conventions, **extra}
   (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary
+
+
+def summary_text(summary: dict, *, saved_images: bool = False) -> str:
+  """What `eval.py` prints of an evaluation's summary: the means beside the blurred input's, the worst image,
+  and where the files are. RealBlur's aligned scores lead when they are the headline."""
+  lines = [f"{summary['images']} images, checkpoint step {summary['checkpoint_step']} ({summary['config']}):"]
+  unaligned = ""
+  if summary["headline"] == scoring.ALIGNED:
+    lines.append(f"  RealBlur protocol (ECC-aligned, valid region): PSNR {summary['psnr_aligned']:.2f} dB, SSIM "
+                 f"{summary['ssim_aligned']:.4f} (blurred input {summary['input_psnr_aligned']:.2f} dB, "
+                 f"{summary['input_ssim_aligned']:.4f})")
+    unaligned = "unaligned "
+  lines.append(f"  {unaligned}PSNR {summary['psnr']:.2f} dB (blurred input {summary['input_psnr']:.2f} dB)")
+  for c in summary["conventions"]:
+    lines.append(f"  {unaligned}SSIM ({c} convention) {summary[f'ssim_{c}']:.4f} "
+                 f"(blurred input {summary[f'input_ssim_{c}']:.4f})")
+  lines.append(f"  colour shift (largest channel-mean offset) {summary['colour_shift']:.2f} levels (blurred input "
+               f"{summary['input_colour_shift']:.2f}); worst image: PSNR {summary['worst_psnr_gain']:+.2f} dB, "
+               f"colour shift {summary['worst_colour_shift_excess']:+.2f} levels beyond its input's")
+  saved = ", images/, worst/, best/" if saved_images else ""
+  lines.append(f"  files: {summary['out']}/results.csv, summary.json{saved}")
+  return "\n".join(lines)

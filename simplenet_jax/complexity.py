@@ -1,6 +1,6 @@
-"""Model summary: parameters per block type, FLOPs and output shape, without compiling or allocating.
+"""Model complexity: parameters per block type, FLOPs and output shape, without compiling or allocating.
 
-    python -m simplenet_jax.summary --config configs/gopro.py [--size H W] [--batch N]
+    python -m simplenet_jax.complexity --config configs/gopro.py [--size H W] [--batch N]
 
 The model is built abstractly (`nnx.eval_shape`), the output shape comes from `jax.eval_shape` and the FLOPs
 from XLA's cost analysis of the lowered (not compiled) forward pass. The last line is
@@ -89,7 +89,7 @@ def summarize(config, size: tuple[int, int] = (720, 1280), batch: int = 1) -> st
   lines = [
       f"SimpleNet ({config.get('name', 'config')}): widths {'/'.join(map(str, m.widths))}, "
       f"deform_groups {m.deform_groups}, LGCR rank {m.lgcr_rank} softmax over {m.lgcr_softmax_axes}, "
-      f"PVB {m.use_pvb}, LGCR {m.use_lgcr}, DR {m.use_dr}",
+      f"PVB {m.use_pvb}, DR {m.use_dr}, global context {m.global_context}",
       f"{'block type':<26}{'blocks':>8}{'parameters':>14}",
   ]
   for name, (count, params) in parameters_by_block_type(model).items():
@@ -107,7 +107,7 @@ def summarize(config, size: tuple[int, int] = (720, 1280), batch: int = 1) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m simplenet_jax.summary", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m simplenet_jax.complexity", description=__doc__.split("\n")[0])
   parser.add_argument("--config", required=True, help="experiment config file, e.g. configs/gopro.py")
   parser.add_argument("--size", nargs=2, type=int, default=(720, 1280), metavar=("H", "W"),
                       help="input height and width (multiples of 4); default 720 1280")

@@ -17,7 +17,7 @@ misalignment. The authors' evaluation script therefore scores every image after 
    use_sample_covariance=False, data_range=1)`` per channel, multiplied by the mask, cropped by the window's
    pad (5 px), summed per channel and divided by the cropped mask's per-channel sum, then averaged.
 
-Differences from ``simplenet_jax.metrics`` (GoPro / HIDE convention, on the accelerator): those compare the
+Differences from ``simplenet_jax.evaluation.metrics`` (GoPro / HIDE convention, on the accelerator): those compare the
 8-bit images exactly as given, over every pixel, with ``data_range=255``; here the prediction is rescaled
 and resampled (not re-quantised, not clipped — as in the reference, so aligned values may leave [0, 1]
 slightly), border pixels that the warp fills from outside the prediction are excluded, and SSIM averages
@@ -80,15 +80,15 @@ class Aligned:
 def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
   for name, image in (("pred", pred), ("target", target)):
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-      raise ValueError(f"realblur_metric: {name} must be a uint8 NumPy array (an 8-bit image as saved), "
+      raise ValueError(f"realblur: {name} must be a uint8 NumPy array (an 8-bit image as saved), "
                        f"got {getattr(image, 'dtype', type(image).__name__)}.")
     if image.ndim != 3 or image.shape[-1] != 3:
-      raise ValueError(f"realblur_metric: {name} must be an RGB image [H, W, 3], got shape {image.shape}.")
+      raise ValueError(f"realblur: {name} must be an RGB image [H, W, 3], got shape {image.shape}.")
     if min(image.shape[:2]) <= 2 * _SSIM_PAD:
-      raise ValueError(f"realblur_metric: {name} must be at least {_SSIM_WINDOW}×{_SSIM_WINDOW} pixels "
+      raise ValueError(f"realblur: {name} must be at least {_SSIM_WINDOW}×{_SSIM_WINDOW} pixels "
                        f"(the SSIM window), got {image.shape[0]}×{image.shape[1]}.")
   if pred.shape != target.shape:
-    raise ValueError(f"realblur_metric: pred shape {pred.shape} differs from target shape {target.shape}.")
+    raise ValueError(f"realblur: pred shape {pred.shape} differs from target shape {target.shape}.")
 
 
 def _warp(scaled: np.ndarray, warp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +134,7 @@ def align(pred: np.ndarray, target: np.ndarray) -> Aligned:
     if not mask[_SSIM_PAD:-_SSIM_PAD, _SSIM_PAD:-_SSIM_PAD].any():
       reason = f"the estimated warp {warp.tolist()} leaves no valid pixel inside the SSIM crop"
   if reason is not None:
-    warnings.warn(f"realblur_metric.align: ECC did not converge ({reason}); scoring with the identity warp.",
+    warnings.warn(f"realblur.align: ECC did not converge ({reason}); scoring with the identity warp.",
                   RuntimeWarning, stacklevel=2)
     ecc, warp = float("nan"), np.eye(3, dtype=np.float32)
     warped, mask = _warp(scaled, warp)

@@ -1,11 +1,11 @@
-"""`python -m simplenet_jax.summary` as a user runs it."""
+"""`python -m simplenet_jax.complexity` as a user runs it."""
 
 import subprocess
 import sys
 
 
 def _summary(*args):
-  return subprocess.run([sys.executable, "-m", "simplenet_jax.summary", *args], capture_output=True, text=True,
+  return subprocess.run([sys.executable, "-m", "simplenet_jax.complexity", *args], capture_output=True, text=True,
                         timeout=300)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from simplenet_jax import realblur_metric
+from simplenet_jax.evaluation import realblur
 
 H, W, MARGIN = 97, 121, 8  # odd sizes; the margin lets shifted / warped copies come from real content
 
@@ -57,7 +57,7 @@ def test_planted_homography_is_recovered():
                              flags=cv2.INTER_CUBIC + cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
   pred = np.clip(np.round(pred), 0, 255).astype(np.uint8)
 
-  aligned = realblur_metric.align(pred, target)
+  aligned = realblur.align(pred, target)
   assert aligned.converged and aligned.ecc > 0.95
   assert aligned.warp.shape == (3, 3) and aligned.warp.dtype == np.float32
   # Tolerance: the estimated and planted warps put every pixel within 0.15 px of each other (0.05 px on
@@ -66,7 +66,7 @@ def test_planted_homography_is_recovered():
   assert error.max() < 0.15 and error.mean() < 0.05, (error.max(), error.mean())
   np.testing.assert_allclose(aligned.warp[:2, 2], planted[:2, 2], atol=0.1)
 
-  psnr, ssim = realblur_metric.aligned_psnr_ssim(pred, target)
+  psnr, ssim = realblur.aligned_psnr_ssim(pred, target)
   unaligned = _unaligned_psnr(pred, target)
   assert unaligned < 25 and psnr > unaligned + 12, (psnr, unaligned)
   assert ssim > 0.98, ssim
@@ -75,13 +75,13 @@ def test_planted_homography_is_recovered():
 def test_shifted_pair_scores_higher_aligned_and_finds_the_shift():
   big = _texture(1)
   target, pred = _crop(big), _crop(big, dy=3, dx=-2)  # pred(y, x) = target(y + 3, x - 2)
-  aligned = realblur_metric.align(pred, target)
+  aligned = realblur.align(pred, target)
   assert aligned.converged
   # target(y, x) = pred(y - 3, x + 2): the warp sends target pixels 2 px right and 3 px up in pred.
   # (A homography's entries trade off against each other, so compare where it sends the pixels.)
   shift = np.array([[1, 0, 2], [0, 1, -3], [0, 0, 1]])
   assert np.abs(_points(aligned.warp) - _points(shift)).max() < 0.15
-  psnr, ssim = realblur_metric.masked_psnr_ssim(aligned)
+  psnr, ssim = realblur.masked_psnr_ssim(aligned)
   unaligned = _unaligned_psnr(pred, target)
   assert psnr >= unaligned
   assert psnr > unaligned + 15, (psnr, unaligned)
@@ -91,11 +91,11 @@ def test_shifted_pair_scores_higher_aligned_and_finds_the_shift():
 
 def test_identical_images_identity_warp_and_perfect_scores():
   target = _crop(_texture(2))
-  aligned = realblur_metric.align(target, target)
+  aligned = realblur.align(target, target)
   assert aligned.converged
   np.testing.assert_allclose(aligned.warp, np.eye(3), atol=1e-4)
   np.testing.assert_array_equal(aligned.mask, np.ones((H, W, 3), np.float32))
-  psnr, ssim = realblur_metric.aligned_psnr_ssim(target, target)
+  psnr, ssim = realblur.aligned_psnr_ssim(target, target)
   assert psnr == np.inf or psnr > 80, psnr
   assert ssim == pytest.approx(1.0, abs=1e-6)
 
@@ -103,7 +103,7 @@ def test_identical_images_identity_warp_and_perfect_scores():
 def test_intensity_matching_undoes_a_global_gain():
   target = _crop(_texture(3))
   darker = np.round(target * 0.8).astype(np.uint8)
-  psnr, ssim = realblur_metric.aligned_psnr_ssim(darker, target)
+  psnr, ssim = realblur.aligned_psnr_ssim(darker, target)
   assert _unaligned_psnr(darker, target) < 25
   assert psnr > 45 and ssim > 0.999, (psnr, ssim)
 
@@ -119,7 +119,7 @@ def _noisy_shifted_pair(dy: int, dx: int):
 def test_masked_psnr_against_numpy_over_the_known_valid_region():
   dy, dx = 4, -3
   target, pred, noisy = _noisy_shifted_pair(dy, dx)
-  aligned = realblur_metric.align(pred, target)
+  aligned = realblur.align(pred, target)
   assert aligned.converged
   # The warp is a translation by (-dx, -dy): pred has no pixels for the first dy rows of the target, nor
   # for its last -dx columns, and the nearest-neighbour mask marks exactly the rest.
@@ -137,19 +137,19 @@ def test_masked_psnr_against_numpy_over_the_known_valid_region():
   np.testing.assert_array_equal(unshifted[dy:, :W + dx], _crop(noisy)[dy:, :W + dx] / 255)
   expected = 10 * np.log10(1 / np.mean((x[valid] - gain * unshifted[valid]) ** 2))
   assert 25 < expected < 40
-  assert realblur_metric.masked_psnr(aligned) == pytest.approx(expected, abs=0.03)
+  assert realblur.masked_psnr(aligned) == pytest.approx(expected, abs=0.03)
 
 
 def test_masked_ssim_is_the_mean_of_the_map_over_cropped_valid_pixels():
   target, pred, _ = _noisy_shifted_pair(-3, 4)
-  aligned = realblur_metric.align(pred, target)
+  aligned = realblur.align(pred, target)
   assert aligned.converged and aligned.mask.min() == 0
   # ECC only recovers shifts of a few pixels, which leave the invalid border inside SSIM's 5 px crop; cut
   # holes inside the crop as well (a different one per channel) so the mask matters there.
   mask = aligned.mask.copy()
   mask[30:50, 40:70, :] = 0
   mask[60:80, 10:30, 1] = 0
-  holed = realblur_metric.Aligned(pred=aligned.pred * mask, target=aligned.target * mask, mask=mask,
+  holed = realblur.Aligned(pred=aligned.pred * mask, target=aligned.target * mask, mask=mask,
                                   warp=aligned.warp, converged=True, ecc=aligned.ecc)
   _, ssim_map = structural_similarity(holed.target.astype(np.float64), holed.pred.astype(np.float64),
                                       channel_axis=-1, gaussian_weights=True, use_sample_covariance=False,
@@ -157,7 +157,7 @@ def test_masked_ssim_is_the_mean_of_the_map_over_cropped_valid_pixels():
   inside = np.zeros((H, W), bool)
   inside[5:-5, 5:-5] = True  # the 11-tap window's pad
   per_channel = [ssim_map[..., c][inside & (mask[..., c] == 1)].mean() for c in range(3)]
-  assert realblur_metric.masked_ssim(holed) == pytest.approx(np.mean(per_channel), abs=1e-9)
+  assert realblur.masked_ssim(holed) == pytest.approx(np.mean(per_channel), abs=1e-9)
   assert 0.5 < np.mean(per_channel) < 0.99
 
 
@@ -166,12 +166,12 @@ def test_masked_ssim_is_the_mean_of_the_map_over_cropped_valid_pixels():
 def test_ecc_failure_falls_back_to_the_identity_warp(pred):
   target = _crop(_texture(6))
   with pytest.warns(RuntimeWarning, match="ECC did not converge"):
-    aligned = realblur_metric.align(pred, target)
+    aligned = realblur.align(pred, target)
   assert not aligned.converged and np.isnan(aligned.ecc)
   np.testing.assert_array_equal(aligned.warp, np.eye(3, dtype=np.float32))
   np.testing.assert_array_equal(aligned.mask, np.ones((H, W, 3), np.float32))
   with pytest.warns(RuntimeWarning):
-    psnr, ssim = realblur_metric.aligned_psnr_ssim(pred, target)
+    psnr, ssim = realblur.aligned_psnr_ssim(pred, target)
   assert np.isfinite(psnr) and np.isfinite(ssim)
   # Identity warp over all pixels: the plain PSNR of the intensity-matched prediction.
   x, z = target / 255, pred / 255
@@ -190,6 +190,6 @@ def test_ecc_failure_falls_back_to_the_identity_warp(pred):
 ], ids=["float-pred", "uint16-target", "grey", "rgba", "batch", "mismatch", "tiny"])
 def test_bad_inputs_raise_value_error(pred, target, message):
   with pytest.raises(ValueError, match=message):
-    realblur_metric.align(pred, target)
+    realblur.align(pred, target)
   with pytest.raises(ValueError, match=message):
-    realblur_metric.aligned_psnr_ssim(pred, target)
+    realblur.aligned_psnr_ssim(pred, target)

@@ -23,29 +23,12 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from simplenet_jax.ops import ssim as ssim_ops
 
 Convention = Literal["matlab", "python"]
 CONVENTIONS = ("matlab", "python")
 _WINDOW = 11  # 2·ceil(3σ) + 1 for σ = 1.5
-
-
-def to_uint8(image: jax.Array) -> jax.Array:
-  """A [0, 1] float image as a saved 8-bit PNG would hold it: clipped, scaled by 255, rounded."""
-  return jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
-
-def as_uint8(image) -> np.ndarray:
-  """Host uint8 pixels of a NumPy or JAX image: uint8 as it is, [0, 1] floats through `to_uint8`."""
-  return np.asarray(image if image.dtype == np.uint8 else to_uint8(jnp.asarray(image)))
-
-
-def to_float(image: jax.Array) -> jax.Array:
-  """uint8 pixels (as the input pipeline delivers them) → float32 in [0, 1], the model's range; floats pass."""
-  image = jnp.asarray(image)
-  return image.astype(jnp.float32) / 255.0 if image.dtype == jnp.uint8 else image
 
 
 def _check_pair(pred, target, what: str) -> None:
@@ -55,7 +38,7 @@ def _check_pair(pred, target, what: str) -> None:
                        f"got shape {tuple(image.shape)}.")
     if image.dtype != jnp.uint8:
       raise ValueError(f"{what}: {name} has dtype {image.dtype}, but metrics compare 8-bit images as saved "
-                       "PNGs hold them; convert [0, 1] floats with simplenet_jax.metrics.to_uint8 first.")
+                       "PNGs hold them; convert [0, 1] floats with simplenet_jax.photos.to_uint8 first.")
   if pred.shape != target.shape:
     raise ValueError(f"{what}: pred shape {tuple(pred.shape)} differs from target shape "
                      f"{tuple(target.shape)}.")
@@ -122,9 +105,3 @@ def _mean_ssim(pred: jax.Array, target: jax.Array, convention: Convention) -> ja
     ssim_map = ssim_ops.ssim_map(pred, target, axes=(-3, -2), padding="valid")
   # One axis at a time: float32 sums of at most a row's length rather than of millions of values.
   return ssim_map.mean(axis=-1).mean(axis=-1).mean(axis=-1)
-
-
-def psnr_ssim(pred: np.ndarray, target: np.ndarray, convention: Convention = "matlab") -> tuple[float, float]:
-  """Convenience for one image pair on the host: (PSNR, SSIM) as Python floats."""
-  pred, target = jnp.asarray(pred), jnp.asarray(target)
-  return float(psnr(pred, target)), float(ssim(pred, target, convention))
