@@ -55,7 +55,10 @@ def create_manager(workdir: str | os.PathLike, keep: int, *, save_every: int | N
       checkpoint_managers.FixedIntervalPolicy(save_every or 1),
       checkpoint_managers.PreemptionCheckpointingPolicy(),
   ])
+  # best_fn makes orbax record each save's metrics on disk: `best_step()` then reads them (without it, it is the
+  # latest step), and a resumed run still knows which checkpoint is the best and keeps it.
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, save_decision_policy=saving,
+                                         best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="max",
                                          create=not read_only, read_only=read_only,
                                          cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
@@ -135,7 +138,7 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
   with _failed_reads_settled():
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
-  return restored["state"]["params"]
+  return jax.device_put(restored["state"]["params"])  # orbax gives host arrays for an unsharded target
 
 
 class _UnretrievedReadErrors(logging.Filter):

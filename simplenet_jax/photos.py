@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import pathlib
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,8 @@ from PIL import Image
 from PIL import ImageOps
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-# What reading a damaged, truncated or foreign file raises (Pillow, pypng).
-READ_ERRORS = (OSError, ValueError, png.Error)
+# What reading a damaged, truncated or foreign file raises (Pillow; pypng, whose corrupt data is a zlib.error).
+READ_ERRORS = (OSError, ValueError, png.Error, zlib.error)
 
 
 def find_photos(patterns: list[str]) -> tuple[list[pathlib.Path], list[str]]:
