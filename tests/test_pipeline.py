@@ -263,6 +263,7 @@ def test_data_package_imports_no_model_code():
   """`data` knows no model (STYLE); blur synthesis, whose spawned workers import it, does not even load JAX."""
   probe = ("import sys\n"
            "from simplenet_jax.data import synthesize\n"
+           "from simplenet_jax.data.synthesis import camera_shake, dataset, linear_light, pairs, sources\n"
            "print('jax' in sys.modules)\n"
            "from simplenet_jax.data import builders, images, layouts, pipeline, prepare\n"
            "print(sorted(m for m in sys.modules if m.startswith(('simplenet_jax.models', 'simplenet_jax.ops', "
