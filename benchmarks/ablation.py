@@ -50,9 +50,9 @@ from configs import gopro
 from simplenet_jax import evaluate
 from simplenet_jax import inference
 from simplenet_jax import train
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import images
 from simplenet_jax.data import layouts
-from simplenet_jax.data import prepare
 from simplenet_jax.data.synthesis import camera_shake
 from simplenet_jax.data.synthesis import dataset
 from simplenet_jax.models import SimpleNet
@@ -137,7 +137,7 @@ def build_data(out: pathlib.Path, budget: Budget) -> pathlib.Path:
   root = out / "data"
   dataset.synthesize_dataset(root, train_pairs=budget.train_pairs, test_pairs=budget.test_pairs,
                              size=budget.size, test_size=budget.test_size, settings=HEAVY_SHAKE, progress=False)
-  prepare.build("folder", str(root))
+  catalogue.build("folder", str(root))
   return root
 
 

@@ -31,10 +31,10 @@ import numpy as np
 
 from configs import gopro
 from simplenet_jax.data import builders
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import images
 from simplenet_jax.data import layouts
 from simplenet_jax.data import pipeline
-from simplenet_jax.data import prepare
 from simplenet_jax.data.synthesis import dataset
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     for storage in builders.STORAGES:
       out = os.path.join(tmp, f"tfds_{storage}")
       start = time.perf_counter()
-      prepare.build("folder", root, out, storage=storage)
+      catalogue.build("folder", root, out, storage=storage)
       designs.append((f"after: {storage}, raw uint8", storage, _size_mb(out), time.perf_counter() - start))
     for label, storage, disk_mb, build_s in designs:
       row = {"design": label, "disk_mb_per_pair": disk_mb / num_pairs,

@@ -45,8 +45,8 @@ def data_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("pairs")
   write_pairs(root, "train", 8, (40, 48), seed=0)
   write_pairs(root, "test", 2, (37, 45), seed=1)
-  from simplenet_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  prepare.build("folder", root)  # into <root>_tfds, where configs look by default
+  from simplenet_jax.data import catalogue  # pylint: disable=g-import-not-at-top
+  catalogue.build("folder", root)  # into <root>_tfds, where configs look by default
   return root
 
 
