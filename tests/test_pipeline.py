@@ -19,6 +19,8 @@ from simplenet_jax.data import builders
 from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
 from simplenet_jax.data.images import DatasetError
+from test_layouts import make_gopro
+from test_layouts import save_image
 
 NUM_PAIRS = 8
 HEIGHT, WIDTH = 30, 41
@@ -257,6 +259,18 @@ def test_data_is_checked_before_any_batch(dataset, tmp_path):
   with pytest.raises(DatasetError, match=r"was built from other files than those in .*/train; build it again with "
                                          r"`python -m simplenet_jax.data.prepare .* --overwrite`\.$"):
     pipeline.train_dataset(_config(root), 2)
+
+
+def test_an_image_smaller_than_the_crop_is_named(tmp_path):
+  """The one crop-size check, at the start of training: the smallest frame of the built split, by name."""
+  root = make_gopro(tmp_path / "GOPRO_Large")
+  for kind in ("blur", "sharp"):
+    save_image(root / "train/GOPR0001_00_00" / kind / "000002.png", height=30, width=36)
+  catalogue.build("gopro", root)
+  with pytest.raises(DatasetError, match=r"^The data set gopro/blur in .* holds train images as small as 36×30 "
+                                         r"\(GOPR0001_00_00/000002\), smaller than the 32×32 training crop; lower the "
+                                         r"crop size \(config\.data\.crop_size\) or remove the pair\.$"):
+    pipeline.train_dataset(_config(root, dataset="gopro", crop_size=32), 2)
 
 
 def test_data_package_imports_no_model_code():
