@@ -121,12 +121,18 @@ def train_dataset(data: ml_collections.ConfigDict, batch_size: int, *, process_i
              [index::count]
              .map(ReadCrop(reader, data.crop_size))
              .batch(batch_size // count, drop_remainder=True))
-  iter_dataset = dataset.to_iter_dataset(_read_options(data))
-  if data.num_workers > 0 and not flags.FLAGS.is_parsed():
-    # grain's worker processes read absl flags; outside an absl app (tests, notebooks) take their defaults.
-    flags.FLAGS.mark_as_parsed()
-  return iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
+  if data.num_workers > 0:
+    _let_grain_start_workers()
+  return dataset.to_iter_dataset(_read_options(data)).mp_prefetch(grain.MultiprocessingOptions(
       num_workers=data.num_workers, per_worker_buffer_size=data.worker_buffer_size))
+
+
+def _let_grain_start_workers() -> None:
+  """grain reads its absl flag --grain_enable_multiprocess_worker_profiling when it starts worker processes,
+  which raises unless absl has parsed the command line. An absl app (train.py, eval.py) has; elsewhere (tests,
+  notebooks, benchmarks) the flags are marked parsed, so that every flag keeps its default."""
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def eval_dataset(reader: catalogue.SplitReader, data: ml_collections.ConfigDict, *,
