@@ -48,10 +48,11 @@ from flax import nnx
 from configs import gopro
 from simplenet_jax import inference
 from simplenet_jax import train
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import images
 from simplenet_jax.data import layouts
-from simplenet_jax.data import prepare
-from simplenet_jax.data import synthesize
+from simplenet_jax.data.synthesis import camera_shake
+from simplenet_jax.data.synthesis import dataset
 from simplenet_jax.evaluation import loop
 from simplenet_jax.models import SimpleNet
 
@@ -71,7 +72,7 @@ VARIANT_LABELS = {v[0]: v[3] for v in VARIANTS}
 VARIANT_SOURCES = {v[0]: v[1] for v in VARIANTS}
 
 # GoPro-like heavy shake: camera paths of 2–30 px (mean about 11), heavier than the demo's.
-HEAVY_SHAKE = synthesize.BlurSettings(min_length=2.0, max_length=30.0, length_beta=(1.5, 3.0))
+HEAVY_SHAKE = camera_shake.BlurSettings(min_length=2.0, max_length=30.0, length_beta=(1.5, 3.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +122,9 @@ def variant_config(name: str, seed: int, budget: Budget, data_root: pathlib.Path
 def build_data(out: pathlib.Path, budget: Budget) -> pathlib.Path:
   """The built-in photos with heavy shake in OUT/data (and its TFDS build beside it); a no-op when built."""
   root = out / "data"
-  synthesize.synthesize_dataset(root, train_pairs=budget.train_pairs, test_pairs=budget.test_pairs,
-                                size=budget.size, test_size=budget.test_size, settings=HEAVY_SHAKE,
-                                progress=False)
-  prepare.build("folder", str(root))
+  dataset.synthesize_dataset(root, train_pairs=budget.train_pairs, test_pairs=budget.test_pairs,
+                             size=budget.size, test_size=budget.test_size, settings=HEAVY_SHAKE, progress=False)
+  catalogue.build("folder", str(root))
   return root
 
 

@@ -47,8 +47,8 @@ from configs import gopro
 from model import forward_flops
 from simplenet_jax import inference
 from simplenet_jax import train
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
-from simplenet_jax.data import prepare
 from simplenet_jax.evaluation import loop
 from simplenet_jax.models import SimpleNet
 
@@ -161,7 +161,7 @@ def input_pipeline_row(size, crop: int, batch: int, workers: int, batches: int) 
     data = config.data
     data.dataset, data.root, data.crop_size, data.num_workers = "folder", root, crop, workers
     data.tfds_dir = f"{root}/tfds"
-    prepare.build("folder", root, data.tfds_dir)
+    catalogue.build("folder", root, data.tfds_dir)
     dataset = pipeline.train_dataset(data, batch)
     iterator = iter(dataset)
     try:

@@ -31,11 +31,11 @@ import numpy as np
 
 from configs import gopro
 from simplenet_jax.data import builders
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import images
 from simplenet_jax.data import layouts
 from simplenet_jax.data import pipeline
-from simplenet_jax.data import prepare
-from simplenet_jax.data import synthesize
+from simplenet_jax.data.synthesis import dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +62,9 @@ class _BeforeCropToFloat(grain.transforms.RandomMap):
 
 def _before_dataset(data, batch: int):
   pairs = tuple(layouts.list_pairs("folder", data.root, "train"))
-  dataset = (grain.MapDataset.range(len(pairs)).seed(data.seed).shuffle().repeat().map(_BeforeDecode(pairs))
-             .random_map(_BeforeCropToFloat(data.crop_size)).batch(batch, drop_remainder=True))
-  return dataset.to_iter_dataset(grain.ReadOptions(num_threads=data.read_threads)).mp_prefetch(
+  stream = (grain.MapDataset.range(len(pairs)).seed(data.seed).shuffle().repeat().map(_BeforeDecode(pairs))
+            .random_map(_BeforeCropToFloat(data.crop_size)).batch(batch, drop_remainder=True))
+  return stream.to_iter_dataset(grain.ReadOptions(num_threads=data.read_threads)).mp_prefetch(
       grain.MultiprocessingOptions(num_workers=data.num_workers, per_worker_buffer_size=data.worker_buffer_size))
 
 
@@ -106,7 +106,7 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     root = os.path.join(tmp, "gopro_sized")
     unique = os.path.join(tmp, "unique")
-    synthesize.synthesize_dataset(unique, train_pairs=args.pairs, test_pairs=1, size=size, progress=False)
+    dataset.synthesize_dataset(unique, train_pairs=args.pairs, test_pairs=1, size=size, progress=False)
     for copy in range(args.copies):  # scene names differ, pixels repeat
       for split in ("train", "test"):
         for pair in layouts.list_pairs("folder", unique, split):
@@ -123,7 +123,7 @@ def main() -> None:
     for storage in builders.STORAGES:
       out = os.path.join(tmp, f"tfds_{storage}")
       start = time.perf_counter()
-      prepare.build("folder", root, out, storage=storage)
+      catalogue.build("folder", root, out, storage=storage)
       designs.append((f"after: {storage}, raw uint8", storage, _size_mb(out), time.perf_counter() - start))
     for label, storage, disk_mb, build_s in designs:
       row = {"design": label, "disk_mb_per_pair": disk_mb / num_pairs,

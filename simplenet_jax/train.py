@@ -31,10 +31,11 @@ from simplenet_jax import inference
 from simplenet_jax import parallel
 from simplenet_jax import paths
 from simplenet_jax import photos
+from simplenet_jax.data import catalogue
+from simplenet_jax.data import pipeline
 from simplenet_jax.evaluation import loop as evaluation
 from simplenet_jax.evaluation import reports
 from simplenet_jax.evaluation import scoring
-from simplenet_jax.data import pipeline
 from simplenet_jax.models import ModelConfig
 from simplenet_jax.models import SimpleNet
 
@@ -234,7 +235,7 @@ def progress_reporter(config: ml_collections.ConfigDict, writer) -> periodic_act
   return periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer, every_secs=60.0)
 
 
-def _eval_and_log(config, eval_split: pipeline.SplitReader, apply_fn, writer, step: int) -> dict[str, float]:
+def _eval_and_log(config, eval_split: catalogue.SplitReader, apply_fn, writer, step: int) -> dict[str, float]:
   grids = []
 
   def keep_grid(pair, output, _):
@@ -275,7 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   graphdef, state = create_train_state(config, tx)
   state = jax.device_put(state, replicated)
   train_iter = iter(pipeline.train_dataset(config.data, config.batch_size))
-  eval_split = pipeline.open_split(config.data, config.data.eval_split)  # once: periodic evals re-check nothing
+  eval_split = catalogue.open_split(config.data, config.data.eval_split)  # once: periodic evals re-check nothing
   if latest is not None:
     state = checkpointing.restore(manager, latest, checkpointing.abstract_like(state), train_iter,
                                   num_workers=config.data.num_workers)

@@ -66,8 +66,8 @@ def data_root(tmp_path_factory):
   def build(root):
     write_pairs(root, "train", 8, (40, 48), seed=0)
     write_pairs(root, "test", 2, (37, 45), seed=1)
-    from simplenet_jax.data import prepare  # pylint: disable=g-import-not-at-top
-    prepare.build("folder", root)
+    from simplenet_jax.data import catalogue  # pylint: disable=g-import-not-at-top
+    catalogue.build("folder", root)
 
   return built_once(tmp_path_factory, "pairs", build)
 

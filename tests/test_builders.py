@@ -1,4 +1,4 @@
-"""The TFDS builders: GoPro (both blur kinds), RealBlur-J and a folder build through `prepare` and through `tfds
+"""The TFDS builders: GoPro (both blur kinds), RealBlur-J and a folder build through `catalogue.build` and `tfds
 build`'s own code; what `tfds.data_source` and grain read back equals the source PNGs, pixel for pixel; tiles and
 sub-images cover every pixel of a frame; a finished build is reused, refused when its files changed, rebuilt
 with --overwrite."""
@@ -14,6 +14,7 @@ from tensorflow_datasets.scripts.cli import build as tfds_build
 
 from configs import default
 from simplenet_jax.data import builders
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
 from simplenet_jax.data import prepare
 from test_layouts import make_gopro
@@ -32,7 +33,7 @@ def _data(dataset: str, root: pathlib.Path, **overrides):
 
 
 def _read_back(data, split: str) -> dict[str, dict[str, np.ndarray]]:
-  reader = pipeline.open_split(data, split)
+  reader = catalogue.open_split(data, split)
   return {pair["name"]: pair for pair in pipeline.eval_iter(reader, data)}
 
 
@@ -58,7 +59,7 @@ def test_gopro_builds_and_reads_back_the_source_pixels(tmp_path, blur_kind):
 
 def test_realblur_j_builds_from_its_lists(tmp_path):
   root = make_realblur(make_realblur(tmp_path / "RealBlur", "train"), "test")
-  prepare.build("realblur_j", root)
+  catalogue.build("realblur_j", root)
   for split in ("train", "test"):
     expected = {}
     for line in (root / f"RealBlur_J_{split}_list.txt").read_text().split("\n"):
@@ -73,7 +74,7 @@ def test_folder_builds_through_tfds_build_and_reads_back(tmp_path, storage):
   """`tfds build deblur_folder/<config> --imports simplenet_jax.data.builders` (its own code, run in-process:
   tfds 4.9.10's `tfds` launcher also imports apache-beam, which this project does not install)."""
   root = make_gopro(tmp_path / "pairs", splits=("test",))
-  name = pipeline.tfds_name("folder", "blur", storage)
+  name = catalogue.tfds_name("folder", "blur", storage)
   args = simple_parsing.parse(tfds_build.Args, args=[name, "--imports", "simplenet_jax.data.builders",
                                                      "--manual_dir", str(root), "--data_dir", str(tmp_path / "tfds")])
   args.execute()

@@ -17,6 +17,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from simplenet_jax import inference
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
 from simplenet_jax.evaluation import loop
 from simplenet_jax.evaluation import reports
@@ -160,7 +161,7 @@ def test_batches_compile_once_per_shape_and_equal_one_at_a_time():
 def test_trained_model_in_batches_scores_as_an_independent_per_image_computation(workdir, data_root, batch_size):
   config, network, _ = inference.load_model(workdir)
   config.data.root = str(data_root)
-  pairs = list(pipeline.eval_dataset(pipeline.open_split(config.data, "test"), config.data))
+  pairs = list(pipeline.eval_dataset(catalogue.open_split(config.data, "test"), config.data))
   results = loop.evaluate_pairs(inference.make_deblur_fn(network), pairs, batch_size=batch_size)
   assert [r.name for r in results] == [p["name"] for p in pairs] and len(pairs) == 2
   for pair, result in zip(pairs, results):

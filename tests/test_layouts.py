@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 HEIGHT, WIDTH = 40, 48
 
 
-def _save(path: pathlib.Path, height: int = HEIGHT, width: int = WIDTH, seed: int = 0, mode: str = "RGB") -> None:
+def save_image(path: pathlib.Path, height: int = HEIGHT, width: int = WIDTH, seed: int = 0, mode: str = "RGB") -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
   Image.fromarray(pixels).convert(mode).save(path)
@@ -33,7 +33,7 @@ def make_gopro(root: pathlib.Path, scenes=("GOPR0001_00_00", "GOPR0002_00_00"), 
     for s, scene in enumerate(scenes):
       for f, frame in enumerate(frames):
         for k, kind in enumerate(("blur", "blur_gamma", "sharp")):
-          _save(root / split / scene / kind / f"{frame}.png", seed=100 * s + 10 * f + k)
+          save_image(root / split / scene / kind / f"{frame}.png", seed=100 * s + 10 * f + k)
   return root
 
 
@@ -43,8 +43,8 @@ def make_realblur(root: pathlib.Path, split: str = "test", num_pairs: int = 3, p
   for i in range(1, num_pairs + 1):
     scene = f"RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene{(200 if split == 'test' else 300) + i:03d}"
     if pair is None:
-      _save(root / scene / "gt" / f"gt_{i}.png", seed=i)
-      _save(root / scene / "blur" / f"blur_{i}.png", seed=50 + i)
+      save_image(root / scene / "gt" / f"gt_{i}.png", seed=i)
+      save_image(root / scene / "blur" / f"blur_{i}.png", seed=50 + i)
     else:
       for kind, pixels in zip(("gt", "blur"), pair(i)):
         (root / scene / kind).mkdir(parents=True, exist_ok=True)
@@ -52,6 +52,13 @@ def make_realblur(root: pathlib.Path, split: str = "test", num_pairs: int = 3, p
     lines.append(f"{scene}/gt/gt_{i}.png {scene}/blur/blur_{i}.png")
   (root / f"RealBlur_J_{split}_list.txt").write_text("\n".join(lines) + "\n")
   return root
+
+
+def _checked_pairs(dataset: str, root: pathlib.Path, split: str) -> list[layouts.Pair]:
+  """What a build does before writing anything: list the pairs, then check every image."""
+  pairs = layouts.list_pairs(dataset, root, split)
+  layouts.check_pairs(pairs)
+  return pairs
 
 
 def test_gopro_pairs_in_order_with_either_blur_kind(tmp_path):
@@ -63,7 +70,7 @@ def test_gopro_pairs_in_order_with_either_blur_kind(tmp_path):
   assert pairs[1].sharp == root / "train/GOPR0001_00_00/sharp/000002.png"
   gamma = layouts.list_pairs("gopro", root, "test", "blur_gamma")
   assert gamma[0].blur == root / "test/GOPR0001_00_00/blur_gamma/000001.png"
-  assert layouts.check_pairs(pairs, min_size=40) == [(HEIGHT, WIDTH)] * 4
+  assert layouts.check_pairs(pairs) == [(HEIGHT, WIDTH)] * 4
 
 
 def test_folder_layout_ignores_hidden_and_non_image_files(tmp_path):
@@ -72,12 +79,12 @@ def test_folder_layout_ignores_hidden_and_non_image_files(tmp_path):
   (root / "train" / "a" / "blur" / ".DS_Store").write_text("x")
   (root / "train" / ".cache").mkdir()
   (root / "train" / "README").write_text("x")
-  assert [p.name for p in layouts.load_pairs("folder", root, "train")] == ["a/1"]
+  assert [p.name for p in _checked_pairs("folder", root, "train")] == ["a/1"]
 
 
 def test_realblur_j_pairs_from_the_list(tmp_path):
   root = make_realblur(tmp_path / "RealBlur")
-  pairs = layouts.load_pairs("realblur_j", root, "test", min_size=32)
+  pairs = _checked_pairs("realblur_j", root, "test")
   assert [p.name for p in pairs] == ["scene201/blur_1", "scene202/blur_2", "scene203/blur_3"]
   assert pairs[0].sharp == root / "RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene201/gt/gt_1.png"
   assert pairs[0].blur == root / "RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene201/blur/blur_1.png"
@@ -85,10 +92,10 @@ def test_realblur_j_pairs_from_the_list(tmp_path):
 
 def test_gray_and_rgba_images_are_converted_with_one_warning(tmp_path, caplog):
   root = make_gopro(tmp_path / "set", scenes=("a",), splits=("train",))
-  _save(root / "train/a/blur/000001.png", mode="L")
-  _save(root / "train/a/sharp/000002.png", mode="RGBA")
+  save_image(root / "train/a/blur/000001.png", mode="L")
+  save_image(root / "train/a/sharp/000002.png", mode="RGBA")
   with caplog.at_level(logging.WARNING):
-    pairs = layouts.load_pairs("folder", root, "train")
+    pairs = _checked_pairs("folder", root, "train")
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   assert warnings == [f"2 of 4 images are not RGB (e.g. {root / 'train/a/blur/000001.png'} is L); they are "
                       "converted to RGB when read."]
@@ -105,7 +112,8 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
   np.testing.assert_array_equal(images.read_rgb(path)[0, :, 0], [0, 100, 255])
 
 
-# Each bad case: (dataset, how to break a good tree, split, crop size, expected message with {root}).
+# Each bad case: (dataset, how to break a good tree, split, expected message with {root}). An image smaller
+# than the training crop is refused when training opens the build (test_pipeline): a build knows no crop size.
 def _missing_root(root):
   return root / "nowhere"
 
@@ -133,12 +141,12 @@ def _no_pairs(root):
 def _blur_without_sharp(root):
   for scene in ("GOPR0001_00_00", "GOPR0002_00_00"):
     for frame in ("000003", "000004"):
-      _save(root / "train" / scene / "blur" / f"{frame}.png")
+      save_image(root / "train" / scene / "blur" / f"{frame}.png")
   return root
 
 
 def _size_mismatch(root):
-  _save(root / "train/GOPR0002_00_00/sharp/000001.png", width=WIDTH - 1)
+  save_image(root / "train/GOPR0002_00_00/sharp/000001.png", width=WIDTH - 1)
   return root
 
 
@@ -150,12 +158,6 @@ def _truncated_png(root):
 
 def _not_an_image(root):
   (root / "train/GOPR0001_00_00/blur/000001.png").write_bytes(b"this is not a PNG file")
-  return root
-
-
-def _too_small(root):
-  _save(root / "train/GOPR0001_00_00/blur/000002.png", height=30, width=36)
-  _save(root / "train/GOPR0001_00_00/sharp/000002.png", height=30, width=36)
   return root
 
 
@@ -178,41 +180,38 @@ def _realblur_missing_gt(root):
 
 SCENE1 = "train/GOPR0001_00_00"
 BAD_CASES = {
-    "missing folder": ("gopro", _missing_root, "train", 0,
+    "missing folder": ("gopro", _missing_root, "train",
                        "GoPro folder {root}/nowhere does not exist; pass the GOPRO_Large folder (the one holding "
                        "train/ and test/)."),
-    "missing split": ("gopro", _no_test_split, "test", 0,
+    "missing split": ("gopro", _no_test_split, "test",
                       "GoPro folder {root} has no test/ folder; the layout is "
                       "{root}/test/<scene>/{{blur,sharp}}/<frame>.png."),
-    "missing sharp folder": ("folder", _no_sharp_folder, "train", 0,
+    "missing sharp folder": ("folder", _no_sharp_folder, "train",
                              "Scene {root}/train/GOPR0002_00_00 has no sharp/ folder; every scene needs blur/ and "
                              "sharp/ (restore it, or remove the scene)."),
-    "no pairs": ("gopro", _no_pairs, "train", 0,
+    "no pairs": ("gopro", _no_pairs, "train",
                  "No blurred/sharp pairs found in {root}/train; expected <scene>/blur/<frame>.png with an image of "
                  "the same name in <scene>/sharp/."),
-    "blur without sharp": ("gopro", _blur_without_sharp, "train", 0,
+    "blur without sharp": ("gopro", _blur_without_sharp, "train",
                            "4 blurred images in {root}/train have no sharp image of the same name, e.g. "
                            "GOPR0001_00_00/blur/000003.png, GOPR0001_00_00/blur/000004.png, "
                            "GOPR0002_00_00/blur/000003.png, …; restore them under <scene>/sharp/ or remove the "
                            "blurred ones."),
-    "size mismatch": ("gopro", _size_mismatch, "train", 0,
+    "size mismatch": ("gopro", _size_mismatch, "train",
                       "Pair size mismatch: {root}/train/GOPR0002_00_00/blur/000001.png is 48×40 but "
                       "{root}/train/GOPR0002_00_00/sharp/000001.png is 47×40; a blurred image and its sharp image "
                       "must have the same size."),
-    "truncated image": ("gopro", _truncated_png, "train", 0,
+    "truncated image": ("gopro", _truncated_png, "train",
                         "Cannot read image {root}/" + SCENE1 + "/sharp/000002.png ("),
-    "not an image": ("folder", _not_an_image, "train", 0,
+    "not an image": ("folder", _not_an_image, "train",
                      "Cannot read image {root}/" + SCENE1 + "/blur/000001.png (cannot identify image file "),
-    "smaller than crop": ("gopro", _too_small, "train", 32,
-                          "Image {root}/" + SCENE1 + "/blur/000002.png is 36×30, smaller than the 32×32 training "
-                          "crop; lower the crop size (config.data.crop_size) or remove the pair."),
-    "realblur list missing": ("realblur_j", _realblur_no_list, "test", 0,
+    "realblur list missing": ("realblur_j", _realblur_no_list, "test",
                               "RealBlur-J list {root}/RealBlur_J_test_list.txt does not exist; pass the RealBlur "
                               "folder that holds RealBlur_J_train_list.txt and RealBlur_J_test_list.txt."),
-    "realblur bad line": ("realblur_j", _realblur_bad_line, "test", 0,
+    "realblur bad line": ("realblur_j", _realblur_bad_line, "test",
                           "Line 2 of {root}/RealBlur_J_test_list.txt should read 'gt_path blur_path', got "
                           "'only_one_path.png'."),
-    "realblur missing gt": ("realblur_j", _realblur_missing_gt, "test", 0,
+    "realblur missing gt": ("realblur_j", _realblur_missing_gt, "test",
                             "1 sharp (gt) images listed in {root}/RealBlur_J_test_list.txt are missing under {root}, "
                             "so their blurred images have no ground truth, e.g. "
                             "RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene202/gt/gt_2.png; restore them or "
@@ -221,32 +220,28 @@ BAD_CASES = {
 
 
 def _bad_tree(tmp_path, case):
-  dataset, breaker, split, crop, expected = BAD_CASES[case]
+  dataset, breaker, split, expected = BAD_CASES[case]
   if dataset == "realblur_j":
     good = make_realblur(make_realblur(tmp_path / "data", "train"))  # a build needs both splits
   else:
     good = make_gopro(tmp_path / "data")
   root = breaker(good)
-  return dataset, root, split, crop, expected.format(root=tmp_path / "data")
+  return dataset, root, split, expected.format(root=tmp_path / "data")
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_data_set_gives_its_one_sentence(tmp_path, case):
-  dataset, root, split, crop, expected = _bad_tree(tmp_path, case)
+  dataset, root, split, expected = _bad_tree(tmp_path, case)
   with pytest.raises(DatasetError) as caught:
-    layouts.load_pairs(dataset, root, split, min_size=crop)
+    _checked_pairs(dataset, root, split)
   message = str(caught.value)
   assert message.startswith(expected)
   assert "\n" not in message and message.endswith(".")
 
 
-# A build knows no crop size: training checks it against the built frame sizes (test_pipeline).
-BUILD_CASES = sorted(case for case, (_, _, _, crop, _) in BAD_CASES.items() if crop == 0)
-
-
-@pytest.mark.parametrize("case", BUILD_CASES)
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_prepare_command_prints_the_sentence_without_traceback(tmp_path, capsys, case):
-  dataset, root, split, crop, expected = _bad_tree(tmp_path, case)
+  dataset, root, split, expected = _bad_tree(tmp_path, case)
   code = prepare.main(["--dataset", dataset, "--source", str(root), "--out", str(tmp_path / "built")])
   captured = capsys.readouterr()
   assert code == 1 and "Traceback" not in captured.out + captured.err
@@ -256,7 +251,7 @@ def test_prepare_command_prints_the_sentence_without_traceback(tmp_path, capsys,
 
 @pytest.mark.parametrize("case", ["blur without sharp", "truncated image"])
 def test_prepare_subprocess_exits_non_zero_without_traceback(tmp_path, case):
-  dataset, root, split, crop, expected = _bad_tree(tmp_path, case)
+  dataset, root, split, expected = _bad_tree(tmp_path, case)
   done = subprocess.run([sys.executable, "-m", "simplenet_jax.data.prepare", "--dataset", dataset, "--source",
                          str(root), "--out", str(tmp_path / "built")],
                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)

@@ -16,9 +16,11 @@ from PIL import Image
 
 from configs import default
 from simplenet_jax.data import builders
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
-from simplenet_jax.data import prepare
 from simplenet_jax.data.images import DatasetError
+from test_layouts import make_gopro
+from test_layouts import save_image
 
 NUM_PAIRS = 8
 HEIGHT, WIDTH = 30, 41
@@ -54,13 +56,13 @@ def _dataset(tmp_path) -> tuple[pathlib.Path, list[np.ndarray]]:
 
 def build_with_sizes(root: pathlib.Path, storage: str, sizes: dict[str, int], *, dataset: str = "folder",
                      blur_kind: str = "blur") -> None:
-  """`prepare.build` with other tile / sub-image sizes than the builder config's (readers take them from the
+  """`catalogue.build` with other tile / sub-image sizes than the builder config's (readers take them from the
   build's metadata)."""
   config = builders.BUILDERS[dataset].builder_configs[builders.config_name(blur_kind, storage)]
   with pytest.MonkeyPatch.context() as patch:
     for field, value in sizes.items():
       patch.setattr(config, field, value)
-    prepare.build(dataset, root, blur_kind=blur_kind, storage=storage)
+    catalogue.build(dataset, root, blur_kind=blur_kind, storage=storage)
 
 
 def _config(root: pathlib.Path, **overrides):
@@ -200,7 +202,7 @@ def test_subimage_crops_stay_inside_one_subimage(dataset):
   """With sub-images 20² at stride 8 of 30×41 frames (starts 0, 8, 10 down and 0, 8, 16, 21 across), a region
   is one sub-image and every crop lies inside its region."""
   root, _ = dataset
-  reader = pipeline.open_split(_config(root, storage="subimages"), "train")
+  reader = catalogue.open_split(_config(root, storage="subimages"), "train")
   regions = reader.regions()
   assert len(regions) == NUM_PAIRS * 3 * 4
   assert sorted({(top, left) for _, _, top, left, _, _ in regions}) == [
@@ -218,7 +220,7 @@ def test_subimage_crops_stay_inside_one_subimage(dataset):
 def test_eval_reads_full_frames_in_a_fixed_order(dataset, storage):
   root, _ = dataset
   data = _config(root, storage=storage)
-  reader = pipeline.open_split(data, "test")
+  reader = catalogue.open_split(data, "test")
   pairs = list(pipeline.eval_iter(reader, data))
   assert len(pipeline.eval_dataset(reader, data)) == 3
   assert [p["name"] for p in pairs] == ["t/000000", "t/000001", "t/000002"]
@@ -229,7 +231,7 @@ def test_eval_reads_full_frames_in_a_fixed_order(dataset, storage):
       assert pair[kind].dtype == np.uint8 and pair[kind].shape == expected.shape
       np.testing.assert_array_equal(pair[kind], expected)
   assert [p["name"] for p in pipeline.eval_dataset(reader, data, limit=2)] == ["t/000000", "t/000001"]
-  train = pipeline.open_split(data, "train")  # sub-images are put back together into whole frames
+  train = catalogue.open_split(data, "train")  # sub-images are put back together into whole frames
   train_pairs = list(pipeline.eval_dataset(train, data))
   assert [p["name"] for p in train_pairs] == sorted(p["name"] for p in train_pairs) and len(train_pairs) == NUM_PAIRS
   for k, pair in enumerate(train_pairs):
@@ -259,13 +261,29 @@ def test_data_is_checked_before_any_batch(dataset, tmp_path):
     pipeline.train_dataset(_config(root), 2)
 
 
+def test_an_image_smaller_than_the_crop_is_named(tmp_path):
+  """The one crop-size check, at the start of training: the smallest frame of the built split, by name."""
+  root = make_gopro(tmp_path / "GOPRO_Large")
+  for kind in ("blur", "sharp"):
+    save_image(root / "train/GOPR0001_00_00" / kind / "000002.png", height=30, width=36)
+  catalogue.build("gopro", root)
+  with pytest.raises(DatasetError, match=r"^The data set gopro/blur in .* holds train images as small as 36×30 "
+                                         r"\(GOPR0001_00_00/000002\), smaller than the 32×32 training crop; lower the "
+                                         r"crop size \(config\.data\.crop_size\) or remove the pair\.$"):
+    pipeline.train_dataset(_config(root, dataset="gopro", crop_size=32), 2)
+
+
 def test_data_package_imports_no_model_code():
-  """`data` knows no model (STYLE); blur synthesis, whose spawned workers import it, does not even load JAX."""
+  """`data` knows no model (STYLE); blur synthesis, whose spawned workers import it, does not even load JAX,
+  nor does the build command, which knows nothing of the grain pipeline."""
   probe = ("import sys\n"
            "from simplenet_jax.data import synthesize\n"
+           "from simplenet_jax.data.synthesis import camera_shake, dataset, linear_light, pairs, sources\n"
            "print('jax' in sys.modules)\n"
-           "from simplenet_jax.data import builders, images, layouts, pipeline, prepare\n"
+           "from simplenet_jax.data import prepare\n"
+           "print(sorted(m for m in sys.modules if m.startswith(('jax', 'grain', 'simplenet_jax.data.pipeline'))))\n"
+           "from simplenet_jax.data import builders, catalogue, images, layouts, pipeline\n"
            "print(sorted(m for m in sys.modules if m.startswith(('simplenet_jax.models', 'simplenet_jax.ops', "
            "'flax'))))\n")
   done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-  assert done.stdout.split("\n")[:2] == ["False", "[]"]
+  assert done.stdout.split("\n")[:3] == ["False", "[]", "[]"]

@@ -65,11 +65,12 @@ def test_end_to_end_writes_checkpoints_events_and_evaluates(data_root, tmp_path)
 
 
 def test_periodic_evaluations_open_the_test_split_once_and_read_no_image_headers(data_root, tmp_path, monkeypatch):
+  from simplenet_jax.data import catalogue  # pylint: disable=g-import-not-at-top
   from simplenet_jax.data import images  # pylint: disable=g-import-not-at-top
   from simplenet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   opened, headers, evals = [], [], []
-  open_split, eval_iter = pipeline.open_split, pipeline.eval_iter
-  monkeypatch.setattr(pipeline, "open_split", lambda data, split: opened.append(split) or open_split(data, split))
+  open_split, eval_iter = catalogue.open_split, pipeline.eval_iter
+  monkeypatch.setattr(catalogue, "open_split", lambda data, split: opened.append(split) or open_split(data, split))
   monkeypatch.setattr(pipeline, "eval_iter", lambda *a, **k: evals.append(1) or eval_iter(*a, **k))
   monkeypatch.setattr(images, "inspect_image", lambda *a, **k: headers.append(a))
   train.train_and_evaluate(smoke_config(data_root, eval_every_steps=2), tmp_path)

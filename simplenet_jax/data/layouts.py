@@ -175,36 +175,25 @@ def list_pairs(dataset: str, root: str | pathlib.Path, split: str, blur_kind: st
   raise DatasetError(f"Unknown data set {dataset!r}; use one of {', '.join(DATASETS)}.")
 
 
-def check_pairs(pairs: Sequence[Pair], *, min_size: int = 0, verify: bool = True,
-                progress: bool | None = None) -> list[tuple[int, int]]:
-  """Opens every image header (and with `verify` checks the whole file) before any training starts.
+def check_pairs(pairs: Sequence[Pair]) -> list[tuple[int, int]]:
+  """Checks that every image of a split is whole (`images.inspect_image`) before anything is built from it.
 
-  Raises a `DatasetError` for the first unreadable image, size mismatch within a pair, or image smaller than
-  the `min_size`×`min_size` training crop; warns once if some images are not RGB (they are converted on read).
-  Returns the (height, width) of each pair.
+  Raises a `DatasetError` for the first unreadable image or size mismatch within a pair; warns once if some
+  images are not RGB (they are converted on read). Returns the (height, width) of each pair. Whether the images
+  are large enough for the training crop is checked when training opens the build (`pipeline`), since a build
+  knows no crop size.
   """
   sizes: list[tuple[int, int]] = []
   not_rgb: list[images.ImageInfo] = []
-  for pair in tqdm.tqdm(pairs, desc="checking images", unit="pair", disable=None if progress is None else not progress):
-    blur = images.inspect_image(pair.blur, verify=verify)
-    sharp = images.inspect_image(pair.sharp, verify=verify)
+  for pair in tqdm.tqdm(pairs, desc="checking images", unit="pair", disable=None):  # None: on a terminal only
+    blur = images.inspect_image(pair.blur)
+    sharp = images.inspect_image(pair.sharp)
     if (blur.width, blur.height) != (sharp.width, sharp.height):
       raise DatasetError(f"Pair size mismatch: {pair.blur} is {blur.size_text} but {pair.sharp} is "
                          f"{sharp.size_text}; a blurred image and its sharp image must have the same size.")
-    if blur.width < min_size or blur.height < min_size:
-      raise DatasetError(f"Image {pair.blur} is {blur.size_text}, smaller than the {min_size}×{min_size} training "
-                         "crop; lower the crop size (config.data.crop_size) or remove the pair.")
     not_rgb += [info for info in (blur, sharp) if not info.is_rgb]
     sizes.append((blur.height, blur.width))
   if not_rgb:
     _log.warning("%d of %d images are not RGB (e.g. %s is %s); they are converted to RGB when read.",
                     len(not_rgb), 2 * len(pairs), not_rgb[0].path, not_rgb[0].mode)
   return sizes
-
-
-def load_pairs(dataset: str, root: str | pathlib.Path, split: str, *, blur_kind: str = "blur", min_size: int = 0,
-               verify: bool = True, progress: bool | None = None) -> list[Pair]:
-  """`list_pairs` followed by `check_pairs`: the pairs of a split, every image known to be usable."""
-  pairs = list_pairs(dataset, root, split, blur_kind)
-  check_pairs(pairs, min_size=min_size, verify=verify, progress=progress)
-  return pairs

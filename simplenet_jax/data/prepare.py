@@ -1,4 +1,4 @@
-"""Command line: build a deblurring data set from its published layout with its TFDS builder (`builders`).
+"""Command line: build a deblurring data set from its published layout with its TFDS builder (`catalogue.build`).
 
     python -m simplenet_jax.data.prepare --dataset gopro --source data/GOPRO_Large --out data/GOPRO_Large_tfds
 
@@ -11,38 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
-import tensorflow_datasets as tfds
-
 from simplenet_jax.data import builders
+from simplenet_jax.data import catalogue
 from simplenet_jax.data import layouts
-from simplenet_jax.data import pipeline
 from simplenet_jax.data.images import DatasetError
-
-
-def build(dataset: str, source: str | os.PathLike, out: str | os.PathLike | None = None, *, blur_kind: str = "blur",
-          storage: str = "tiles", overwrite: bool = False) -> tuple[tfds.core.DatasetBuilder, bool]:
-  """Builds (or finds built) the data set in `out` (default `<source>_tfds`); returns its builder and whether
-  it was already built. Every pair is checked before anything is written (one `DatasetError` sentence)."""
-  source = os.path.abspath(os.fspath(source))
-  out = os.fspath(out) if out else pipeline.default_tfds_dir(source)
-  name = pipeline.tfds_name(dataset, blur_kind, storage)
-  splits = builders.list_splits(dataset, source, blur_kind)  # a missing folder or file: its sentence, now
-  builder = tfds.builder(name, data_dir=out)
-  if builder.is_prepared() and not overwrite:
-    built = builder.info.metadata["splits"]
-    for split, pairs in splits.items():
-      if split not in built or builders.fingerprint(pairs) != built[split]["fingerprint"]:
-        raise DatasetError(f"{out} already holds {name} built from other files than those in {source}; pass "
-                           "--overwrite to build it again, or choose another --out.")
-    return builder, True
-  modes = tfds.download.GenerateMode
-  mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_DATASET_IF_EXISTS
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=source, download_mode=mode))
-  return builder, False
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,8 +39,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
   try:
-    builder, done = build(args.dataset, args.source, args.out, blur_kind=args.blur_kind, storage=args.storage,
-                          overwrite=args.overwrite)
+    builder, done = catalogue.build(args.dataset, args.source, args.out, blur_kind=args.blur_kind,
+                                    storage=args.storage, overwrite=args.overwrite)
   except DatasetError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1

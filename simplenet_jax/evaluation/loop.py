@@ -19,11 +19,11 @@ import tqdm
 from simplenet_jax import inference
 from simplenet_jax import paths
 from simplenet_jax import photos
+from simplenet_jax.data import catalogue
+from simplenet_jax.data import pipeline
 from simplenet_jax.evaluation import metrics
 from simplenet_jax.evaluation import reports
 from simplenet_jax.evaluation import scoring
-from simplenet_jax.data import pipeline
-from simplenet_jax.data import prepare
 
 # Data sets whose published protocol aligns each output to its ground truth before scoring (Rim et al. 2020).
 ALIGNED_BY_DEFAULT = ("realblur_j",)
@@ -79,13 +79,12 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   data = config.data
   if data_root is not None:  # a folder of pairs: built (once, beside it) and read like any data set
     data.root, data.tfds_dir, data.dataset = _test_root(data_root), "", dataset or "folder"
-    prepare.build(data.dataset, data.root, blur_kind=data.blur_kind, storage=pipeline.storage(data))
   elif dataset is not None:
     data.dataset = dataset
   if aligned is None:
     aligned = data.dataset in ALIGNED_BY_DEFAULT
   out = paths.user_path(out) if out is not None else paths.user_path(workdir) / "eval" / f"step_{step}"
-  split = pipeline.open_split(data, data.eval_split)
+  split = catalogue.open_split(data, data.eval_split, build_if_needed=data_root is not None)
   paths.check_writable(out, "output folder", "--out")  # before the work, not after it
   extremes = reports.Extremes(worst_best if save_images else 0)
   progress = tqdm.tqdm(desc="evaluating", unit="image", total=len(split))  # counts scored images
