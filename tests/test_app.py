@@ -126,6 +126,7 @@ def server(trained_workdir, tmp_path_factory):
   process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_the_page_in_chromium_deblurs_an_upload(server, trained_workdir, tmp_path):
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
   assert os.path.exists(CHROMIUM), f"the browser test needs Debian's chromium at {CHROMIUM} (scripts/test.sh installs it)"

@@ -11,6 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_deform_conv_benchmark_writes_rows(tmp_path):
   out = tmp_path / "deform_conv.json"
   result = subprocess.run(
@@ -30,6 +31,7 @@ def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
                         timeout=900)
 
 
+@pytest.mark.slow
 def test_accelerator_benchmark_smoke_measures_every_workload(tmp_path):
   out = tmp_path / "accelerator.json"
   result = _run_benchmark("accelerator.py", "--smoke", "--workers", "1", "--json", str(out))
@@ -47,6 +49,7 @@ def test_accelerator_benchmark_smoke_measures_every_workload(tmp_path):
   assert set(payload["peak_flops"]) == {"bfloat16", "float32"}
 
 
+@pytest.mark.slow
 def test_memory_benchmark_smoke_reports_xla_memory_analysis(tmp_path):
   out = tmp_path / "memory.json"
   result = _run_benchmark("memory.py", "--smoke", "--tile-bytes", "0", "4096", "--remat", "off", "--json", str(out))
@@ -57,6 +60,7 @@ def test_memory_benchmark_smoke_reports_xla_memory_analysis(tmp_path):
   assert all(r["total_gib"] >= r["temp_gib"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path):
   out = tmp_path / "input.json"
   result = _run_benchmark("input_pipeline.py", "--smoke", "--json", str(out))
@@ -105,6 +109,7 @@ def test_global_context_effect_is_the_relative_change_of_the_features():
   assert abs(float(ablation.global_context_effect(model, image)) - 2.0) < 1e-6
 
 
+@pytest.mark.slow
 def test_ablation_smoke_runs_resumes_and_reports(tmp_path):
   out = tmp_path / "ablation"
   args = ["--smoke", "--out", str(out), "--variants", "full", "none", "--seeds", "0"]

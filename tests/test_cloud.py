@@ -17,6 +17,8 @@ from PIL import Image
 from simplenet_jax import checkpointing
 from simplenet_jax import paths
 
+pytestmark = pytest.mark.slow  # the whole file starts processes or compiles the paper-size model
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NO_BUCKET = "gs://simplenet-jax-test-no-such-bucket-7f3a"
 # No credentials: no ADC file, and no GCE metadata server to ask.

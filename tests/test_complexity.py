@@ -3,6 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the whole file starts processes or compiles the paper-size model
+
 
 def _summary(*args):
   return subprocess.run([sys.executable, "-m", "simplenet_jax.complexity", *args], capture_output=True, text=True,

@@ -333,6 +333,7 @@ _SHARDING_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sharded_over_four_cpu_devices_matches_single_device():
   """Batch-sharded forward and gradients on a 4-device CPU mesh equal the single-device ones, without
   collectives on the images (its own process: the device count is fixed when JAX starts)."""

@@ -49,6 +49,7 @@ def _eval(*args):
                         timeout=600, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_results_equal_an_independent_recomputation_from_the_saved_pngs(workdir, data_root, tmp_path):
   out = tmp_path / "eval"
   run = _eval("--workdir", str(workdir), "--data", str(data_root / "test"), "--out", str(out), "--save-images",
@@ -109,18 +110,21 @@ def test_padding_round_trips_odd_sizes_and_batches_equal_singles():
                              rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_workdir_without_checkpoint_is_one_sentence(tmp_path):
   run = _eval("--workdir", str(tmp_path))
   assert run.returncode == 1 and "Traceback" not in run.stderr
   assert f"error: workdir {tmp_path} has no checkpoint in {tmp_path.resolve()}/checkpoints" in run.stderr
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_step_is_one_sentence(workdir):
   run = _eval("--workdir", str(workdir), "--checkpoint", "999")
   assert run.returncode == 1 and "Traceback" not in run.stderr
   assert f"checkpoint '999' is not in {workdir}; use latest, best or one of the saved steps" in run.stderr
 
 
+@pytest.mark.slow
 def test_data_folder_without_pairs_is_one_sentence(workdir, tmp_path):
   (tmp_path / "test").mkdir()
   run = _eval("--workdir", str(workdir), "--data", str(tmp_path))
@@ -203,6 +207,7 @@ def _error_line(run) -> str:
   return line
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_one_sentence(workdir, tmp_path):
   copy = workdir  # a copy already
   damaged = [f for f in (copy / "checkpoints" / "4" / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
@@ -252,6 +257,7 @@ gc.collect()
 """
 
 
+@pytest.mark.slow
 def test_unretrieved_read_errors_after_a_failed_restore_stay_quiet():
   """CI once saw eval.py's sentence followed by asyncio's "Task exception was never retrieved" traceback."""
   run = subprocess.run([sys.executable, "-c", _UNRETRIEVED], capture_output=True, text=True, cwd=ROOT,
@@ -262,6 +268,7 @@ def test_unretrieved_read_errors_after_a_failed_restore_stay_quiet():
   assert after.splitlines() == ["error: the restore failed"], run.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("unpaired", "blurred images in {test} have no sharp image of the same name"),
     ("size_mismatch", "Pair size mismatch: {blur} is"),
@@ -283,6 +290,7 @@ def test_bad_data_folder_is_one_sentence(workdir, data_root, tmp_path, damage, m
   assert not (tmp_path / "eval").exists()  # nothing written before the data are known to be good
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_one_sentence(workdir, data_root, tmp_path):
   parent = tmp_path / "read_only"
   parent.mkdir()
@@ -299,6 +307,7 @@ def test_unwritable_output_folder_is_one_sentence(workdir, data_root, tmp_path):
     (tmp_path / "read_only").chmod(0o700)
 
 
+@pytest.mark.slow
 def test_eval_cli_with_ensemble_and_tiles_stays_close_to_the_plain_model(workdir, data_root, tmp_path):
   runs = {}
   for name, extra in (("plain", []), ("ensemble_tiled", ["--ensemble", "--tile", "24", "--overlap", "8"])):
@@ -327,6 +336,7 @@ def _realblur_tree(root: pathlib.Path) -> pathlib.Path:
   return root
 
 
+@pytest.mark.slow
 def test_realblur_j_headline_is_its_aligned_protocol_beside_the_unaligned_scores(workdir, tmp_path):
   from simplenet_jax.evaluation import realblur  # pylint: disable=g-import-not-at-top
   root = _realblur_tree(tmp_path / "RealBlur")

@@ -43,6 +43,7 @@ def stablehlo(trained_workdir, tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_stablehlo_equals_the_network_in_a_process_without_the_package(trained_workdir, stablehlo, tmp_path):
   rng = np.random.default_rng(0)
   inputs = {f"x{i}": rng.random((*size, 3), dtype=np.float32) for i, size in enumerate(SIZES)}
@@ -62,6 +63,7 @@ def test_stablehlo_equals_the_network_in_a_process_without_the_package(trained_w
     np.testing.assert_allclose(outputs[key], expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stablehlo_refuses_a_size_that_is_not_a_multiple_of_four(stablehlo):
   import jax  # pylint: disable=g-import-not-at-top
   exported = jax.export.deserialize(stablehlo.read_bytes())
@@ -69,6 +71,7 @@ def test_stablehlo_refuses_a_size_that_is_not_a_multiple_of_four(stablehlo):
     exported.call(np.zeros((1, 21, 28, 3), np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, message", [
     ("folder", "error: --out {out} is a folder; pass a file name"),
     ("no_checkpoint", "error: workdir {workdir} has no checkpoint"),
@@ -140,6 +143,7 @@ def _with_tiles(load_parameters, tile_bytes):
   return load
 
 
+@pytest.mark.slow
 def test_onnx_keeps_the_dcn_tiles_as_loops(onnx_models):
   import onnx  # pylint: disable=g-import-not-at-top
   loops = {size: [n for n in onnx.load(path).graph.node if n.op_type == "Loop"] for size, path in onnx_models.items()}
@@ -147,6 +151,7 @@ def test_onnx_keeps_the_dcn_tiles_as_loops(onnx_models):
   assert loops["32x32"] and all(n.input[0] for n in loops["32x32"])  # each Loop has its trip count
 
 
+@pytest.mark.slow
 def test_onnx_equals_the_network_in_onnxruntime(trained_workdir, onnx_models):
   import onnxruntime  # pylint: disable=g-import-not-at-top
   _, network, _ = inference.load_model(trained_workdir)
@@ -162,6 +167,7 @@ def test_onnx_equals_the_network_in_onnxruntime(trained_workdir, onnx_models):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_that_differs_from_the_network_is_not_written(trained_workdir, onnx_models, tmp_path, monkeypatch):
   """The export's own onnxruntime check: here the converter returns a model of other parameters."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -16,6 +16,7 @@ from PIL import Image
 
 from simplenet_jax import deblur
 from simplenet_jax import inference
+from simplenet_jax import paths
 from simplenet_jax import photos
 from simplenet_jax.evaluation import metrics
 
@@ -189,6 +190,7 @@ def _deblur_cli(*args):
                         text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_keeps_orientation_bit_depth_alpha_and_lists_failures(workdir, photo_folder, tmp_path):
   out = tmp_path / "out"
   run = _deblur_cli("--workdir", workdir, photo_folder, "--out", out)
@@ -205,23 +207,28 @@ def test_cli_keeps_orientation_bit_depth_alpha_and_lists_failures(workdir, photo
   assert again.returncode == 0 and "kept 1 existing output(s) (--overwrite replaces them)" in again.stdout
 
 
-def test_cli_tiled_result_matches_untiled_when_the_tile_covers_the_photo(workdir, photo_folder, tmp_path):
-  whole = _deblur_cli("--workdir", workdir, photo_folder / "alpha.png", "--out", tmp_path / "a", "--tile", "0")
-  tiled = _deblur_cli("--workdir", workdir, photo_folder / "alpha.png", "--out", tmp_path / "b", "--tile", "64")
-  assert whole.returncode == 0 and tiled.returncode == 0, whole.stderr[-2000:] + tiled.stderr[-2000:]
+def test_tiled_photo_equals_untiled_when_the_tile_covers_it(workdir, photo_folder, tmp_path):
+  """`deblur_photos`, what simplenet-deblur runs, with --tile 0 and with a tile larger than the photo."""
+  _, network, _ = inference.load_model(workdir)
+  for tile, out in ((0, tmp_path / "a"), (64, tmp_path / "b")):
+    run = inference.deblur_photos(network, [photo_folder / "alpha.png"], paths.user_path(out), tile=tile)
+    assert (run.done, run.skipped, run.failures) == (1, 0, [])
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "alpha.png")),
                                 np.asarray(Image.open(tmp_path / "b" / "alpha.png")))
 
 
-def test_cli_photo_too_small_is_listed_and_the_others_are_deblurred(workdir, photo_folder, tmp_path):
+def test_a_photo_too_small_is_listed_and_the_others_are_deblurred(workdir, photo_folder, tmp_path):
   Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(photo_folder / "tiny.png")
-  run = _deblur_cli("--workdir", workdir, photo_folder / "tiny.png", photo_folder / "alpha.png", "--out", tmp_path / "out")
-  assert run.returncode == 1 and "Traceback" not in run.stderr
-  assert f"{photo_folder / 'tiny.png'}: image of 2×3 pixels is too small to deblur; it needs at least 4×4." in run.stderr
-  assert "deblurred 1 photo(s)" in run.stdout and (tmp_path / "out" / "alpha.png").exists()
+  _, network, _ = inference.load_model(workdir)
+  run = inference.deblur_photos(network, [photo_folder / "tiny.png", photo_folder / "alpha.png"],
+                                paths.user_path(tmp_path / "out"))
+  assert run.failures == [(str(photo_folder / "tiny.png"),
+                           "image of 2×3 pixels is too small to deblur; it needs at least 4×4.")]
+  assert run.done == 1 and (tmp_path / "out" / "alpha.png").exists()
   assert not (tmp_path / "out" / "tiny.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_workdir_and_unwritable_output(photo_folder, tmp_path):
   run = _deblur_cli("--workdir", tmp_path / "nothing", photo_folder, "--out", tmp_path / "out")
   assert run.returncode == 1 and "has no checkpoint" in run.stderr and "Traceback" not in run.stderr

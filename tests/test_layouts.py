@@ -249,6 +249,7 @@ def test_prepare_command_prints_the_sentence_without_traceback(tmp_path, capsys,
   assert not list((tmp_path / "built").rglob("*.array_record*"))  # nothing written: the data set was bad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["blur without sharp", "truncated image"])
 def test_prepare_subprocess_exits_non_zero_without_traceback(tmp_path, case):
   dataset, root, split, expected = _bad_tree(tmp_path, case)

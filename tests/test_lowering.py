@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the whole file starts processes or compiles the paper-size model
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 EXPORT_SCRIPT = r"""

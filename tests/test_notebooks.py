@@ -12,6 +12,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # the whole file starts processes or compiles the paper-size model
+
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 COLAB = "simplenet_colab_tpu.ipynb"
 QUICKSTART = "quickstart.ipynb"

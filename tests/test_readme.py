@@ -96,6 +96,7 @@ def test_train_commands_name_real_config_fields(command):
         node = node[key]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [c for c in COMMANDS if program_and_args(c)[0] != "train.py"],
                          ids=command_id)
 def test_cli_commands_use_flags_and_choices_the_cli_has(command):
@@ -115,6 +116,7 @@ def test_cli_commands_use_flags_and_choices_the_cli_has(command):
       assert args[i + 1] in choices.group(1).split(","), f"{program} {flag}: {args[i + 1]} is not a choice"
 
 
+@pytest.mark.slow
 def test_python_examples_run(trained_workdir, tmp_path, monkeypatch):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top

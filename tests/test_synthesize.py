@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from test_synthesis_dataset import tree_files
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -16,6 +17,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_command_line_builds_then_reruns_as_no_op_and_reports_errors_without_traceback(tmp_path):
   out = tmp_path / "demo"
   args = ["--out", str(out), "--train-pairs", "4", "--test-pairs", "2", "--size", "32", "40", "--seed", "1",

@@ -24,6 +24,7 @@ def test_torch_is_installed():
                        "bash scripts/test.sh, or pip install -r requirements-torch.txt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", GLOBAL_CONTEXTS)
 def test_network_equals_its_pytorch_twin_in_float64(kind):
   run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "torch_reference.py"), "--check",

@@ -53,6 +53,7 @@ def params_of(workdir, config):
   return [np.asarray(leaf) for leaf in jax.tree.leaves(saved_state(workdir, config).params)]
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_checkpoints_events_and_evaluates(data_root, tmp_path):
   config = smoke_config(data_root, deterministic=True)  # the GPU option compiles (and is ignored) on CPU
   result = train.train_and_evaluate(config, tmp_path)
@@ -64,6 +65,7 @@ def test_end_to_end_writes_checkpoints_events_and_evaluates(data_root, tmp_path)
   assert np.isfinite(result["train"]["loss"])
 
 
+@pytest.mark.slow
 def test_periodic_evaluations_open_the_test_split_once_and_read_no_image_headers(data_root, tmp_path, monkeypatch):
   from simplenet_jax.data import catalogue  # pylint: disable=g-import-not-at-top
   from simplenet_jax.data import images  # pylint: disable=g-import-not-at-top
@@ -77,6 +79,7 @@ def test_periodic_evaluations_open_the_test_split_once_and_read_no_image_headers
   assert len(evals) == 3 and sorted(opened) == ["test", "train"] and not headers
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_fixed_batch(data_root):
   """Overfit check: a few dozen steps on one batch cut the L1 loss substantially."""
   # A random tail (not the default identity start), so the first loss is far from what the net can reach.
@@ -97,6 +100,7 @@ def test_loss_decreases_on_a_fixed_batch(data_root):
   assert losses[-1] < 0.5 * losses[0] and losses[-1] < min(losses[:10]), losses
 
 
+@pytest.mark.slow
 def test_resume_is_exact(data_root, tmp_path):
   """N steps straight == N/2, stop, resume to N == a kill between checkpoints, resume to N (bit for bit)."""
   config = smoke_config(data_root, eval_every_steps=100)
@@ -143,6 +147,7 @@ def test_learning_rate_schedule_follows_the_formula():
   assert float(schedule(1_260_000)) == pytest.approx(1e-5, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_is_refused_without_overwriting(data_root, tmp_path):
   train.train_and_evaluate(smoke_config(data_root, num_train_steps=2), tmp_path)
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -171,6 +176,7 @@ def poison_batches(monkeypatch, bad_steps):
   monkeypatch.setattr(train.pipeline, "train_dataset", lambda *args, **kwargs: real(*args, **kwargs).map(poisoned))
 
 
+@pytest.mark.slow
 def test_an_isolated_non_finite_step_is_skipped_and_counted(data_root, tmp_path, monkeypatch):
   poison_batches(monkeypatch, {3})
   config = smoke_config(data_root, num_train_steps=5, checkpoint_every_steps=1, keep_checkpoints=10,
@@ -189,6 +195,7 @@ def test_an_isolated_non_finite_step_is_skipped_and_counted(data_root, tmp_path,
   assert int(skipped.opt_state.total_notfinite) == 1 and int(after.opt_state.notfinite_count) == 0
 
 
+@pytest.mark.slow
 def test_a_streak_of_non_finite_steps_stops_with_a_clear_message_and_keeps_good_checkpoints(
     data_root, tmp_path, monkeypatch):
   poison_batches(monkeypatch, {3, 5, 6, 7})  # an isolated one, then a streak ending inside a log window
@@ -207,6 +214,7 @@ def test_a_streak_of_non_finite_steps_stops_with_a_clear_message_and_keeps_good_
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(saved_state(tmp_path, config, step).params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field,value,message", [
     ("batch_size", 0, "config.batch_size must be a positive integer, got 0."),
     ("compute_dtype", "float16", "config.compute_dtype must be one of ['bfloat16', 'float32']"),
@@ -237,6 +245,7 @@ def test_adam_eps_is_the_one_optax_uses(data_root):
   assert steps[1e-2] == pytest.approx(-lr * 0.1 / (0.1 + 1e-2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_train_psnr_of_an_exact_prediction_is_finite(data_root):
   """The untrained network is the identity (zero tail), so a pair with sharp == blur has MSE 0."""
   config = smoke_config(data_root)
@@ -249,6 +258,7 @@ def test_train_psnr_of_an_exact_prediction_is_finite(data_root):
   assert float(metrics.compute()["psnr"]) == pytest.approx(100.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--config", "configs/nope.py"],
      "error: config file configs/nope.py does not exist; pass one of the files in configs/, e.g. --config "
@@ -274,6 +284,7 @@ def test_a_good_command_line_passes_the_check():
   assert config_files.command_line_error(argv) is None
 
 
+@pytest.mark.slow
 def test_bfloat16_train_step_keeps_the_image_and_the_residual_add_float32(data_root):
   """The batch's sharp image is the float32 model's own prediction, so the float32 loss is ~0 and the bf16
   loss is the mean bf16 error. The tail is scaled so that the residual is ~0.02 (a trained model's is
@@ -330,6 +341,7 @@ print(json.dumps({{"devices": jax.device_count(), "losses": losses, "error": err
 """
 
 
+@pytest.mark.slow
 def test_four_cpu_devices_match_one_device():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
   out = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(root=str(ROOT))], env=env,
@@ -370,6 +382,7 @@ print(json.dumps({{"process": jax.process_index(), "count": jax.process_count(),
 """
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_match_one_process(data_root, tmp_path):
   """jax.distributed over gloo: each process feeds half the batch; same loss as one process; the
   checkpoint the two write restores in one process."""
@@ -448,6 +461,7 @@ print(json.dumps({{"step": result["step"]}}), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_and_resumes(data_root, tmp_path):
   """Only process 0 is preempted; JAX's preemption service makes both save the same step and stop (a flag of
   its own would leave process 0 in orbax's save barrier and process 1 in the next step's all-reduce)."""
@@ -486,6 +500,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_and_resumes
   assert all(f"resuming from the checkpoint of step {stopped_0}" in err for _, err in outs), outs[1][1][-2000:]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_optimizer_structure_is_one_sentence(data_root, tmp_path, monkeypatch):
   """An earlier version's workdir (Adam without `apply_if_finite`, say) cannot resume: one sentence, not
   orbax's tree diff; its parameters still evaluate."""
