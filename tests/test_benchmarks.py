@@ -90,6 +90,7 @@ def test_ablation_variants_are_the_papers_tables_through_their_config_files():
       assert config.model[key] == value
 
 
+@pytest.mark.slow
 def test_global_context_effect_is_the_relative_change_of_the_features():
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import ablation  # pylint: disable=g-import-not-at-top

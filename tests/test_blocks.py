@@ -105,6 +105,7 @@ def test_up_conv_doubles_size_like_pytorch_transposed_conv():
   np.testing.assert_allclose(np.asarray(y)[0], want + np.asarray(up.bias[...]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_pvb_gradients_are_finite_and_nonzero():
   block = PVB(4, rngs=nnx.Rngs(0))
   x = _input((1, 7, 9, 4))

@@ -131,8 +131,9 @@ def test_zero_offset_unit_mask_equals_regular_conv(stride, dilation, padding):
 
 @pytest.mark.parametrize("case", [
     (1, 6, 7, 4, 3, 2, 1, 1, 1, 1.3, True),
-    (1, 7, 6, 2, 2, 1, 2, 1, 2, 2.5, True),
-    (1, 5, 6, 3, 2, 1, 1, 1, 1, 4.0, False),
+    # The fast tier checks one case; the whole suite all three (finite differences of a NumPy loop are slow).
+    pytest.param((1, 7, 6, 2, 2, 1, 2, 1, 2, 2.5, True), marks=pytest.mark.slow),
+    pytest.param((1, 5, 6, 3, 2, 1, 1, 1, 1, 4.0, False), marks=pytest.mark.slow),
 ])
 def test_gradients_match_finite_differences_of_numpy_reference(case):
   """Directional derivatives of all four inputs against central differences of the NumPy loop."""
@@ -193,10 +194,10 @@ def test_bad_shapes_raise_one_clear_sentence(bad, message):
 
 # --- The fast implementation's own machinery: tiles, custom VJP, dtypes, transformations. ---
 
-TILED_CASES = [
+TILED_CASES = [  # the fast tier checks the last (several tiles, the last one padded); the whole suite all three
     # n, h, w, cin, cout, groups, stride, padding, dilation, offset_scale, masked, tile rows
-    (2, 9, 8, 4, 3, 2, 1, 1, 1, 2.0, True, 1),
-    (1, 11, 9, 4, 5, 1, 2, 1, 2, 3.0, False, 2),  # Ho = 6: three tiles of two rows
+    pytest.param((2, 9, 8, 4, 3, 2, 1, 1, 1, 2.0, True, 1), marks=pytest.mark.slow),
+    pytest.param((1, 11, 9, 4, 5, 1, 2, 1, 2, 3.0, False, 2), marks=pytest.mark.slow),  # Ho = 6: three tiles of two rows
     (2, 10, 7, 6, 2, 2, 1, 2, 2, 9.0, True, 3),  # Ho = 10: four tiles of three rows, the last padded
 ]
 

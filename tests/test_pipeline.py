@@ -174,6 +174,7 @@ def test_same_seed_same_batches_and_restore_resumes_on_the_next_batch(dataset):
   assert_same_batches([next(restored), next(restored)], reference[2:4])
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches_and_restore(dataset):
   root, _ = dataset
   reference = _batches(_config(root), 2, 5)
