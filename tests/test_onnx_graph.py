@@ -76,3 +76,25 @@ def test_the_graph_is_standard_onnx_at_any_size():
   assert len(deform) == len(layers) + 6 * 3  # six PVB fuses in four parts each
   (pad,) = [node for node in proto.graph.node if node.op_type == "Pad"]
   assert onnx.helper.get_node_attr_value(pad, "mode") == b"reflect"
+
+
+@pytest.mark.parametrize("variant", ["lgcr", "lgcr_softmax_c", "nonlocal", "tgm_trm"])
+def test_each_global_context_block_alone_equals_its_module(variant):
+  """The slot's block on a random feature map: in the whole network its change is small beside the rest
+  (LGCR's softmax spreads over C·H·W values), so each block is also compared alone, on its own change."""
+  model = SimpleNet((8, 12, 16), lgcr_rank=4, rngs=nnx.Rngs(0), **VARIANTS[variant])
+  randomize(model)
+  g = onnx_graph.Graph()
+  onnx_graph.block(g, "lgcr", model.lgcr, "x")
+  shape = ["N", "C", "H", "W"]
+  graph = onnx.helper.make_graph(
+      g.nodes, "slot", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+      [onnx.helper.make_tensor_value_info(g.nodes[-1].output[0], onnx.TensorProto.FLOAT, shape)], g.initializers)
+  proto = onnx.helper.make_model_gen_version(graph, opset_imports=[onnx.helper.make_opsetid("", onnx_graph.OPSET)])
+  session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+  x = np.random.default_rng(2).normal(size=(2, 7, 9, 16)).astype(np.float32)  # NHWC, C = the 1/4-scale width
+  got = session.run(None, {"x": x.transpose(0, 3, 1, 2)})[0].transpose(0, 2, 3, 1)
+  expected = np.asarray(model.lgcr(x))
+  change = np.abs(expected - x).max()
+  assert change > 1e-3
+  np.testing.assert_allclose(got - x, expected - x, rtol=0, atol=1e-4 * change)
