@@ -1,7 +1,6 @@
 """Export: a workdir's trained network as one file that runs without this package.
 
-    python -m simplenet_jax.export --workdir DIR --out FILE [--format stablehlo|onnx] [--size HxW]
-                                   [--checkpoint latest]
+    python -m simplenet_jax.export --workdir DIR --out FILE [--format stablehlo|onnx] [--checkpoint latest]
 
 **stablehlo** (default): `jax.export` of the network with a symbolic batch, height and width, lowered for
 cpu, cuda and tpu in one artifact, the parameters inside it as constants. Its input is ``[N, H, W, 3]``
@@ -16,12 +15,13 @@ does (`README.md`, "Export", shows it). Loading needs only jax:
 The DCN layers tile their rows for a 1280-pixel-wide image (`ops.deform_conv.tile_rows`): the export cannot
 divide the tile budget by a width it does not know.
 
-**onnx**: `jax2onnx` of the same network for one input size (`--size`, default 720x1280, GoPro's frames)
-and a symbolic batch; each DCN's tile loop becomes an ONNX ``Loop``, so onnxruntime needs about 9 KB per
-pixel (8 GiB at 720x1280). The size is fixed because jax2onnx 0.17 cannot lower a symbolic H or W through
-the network's downsamplings (its `lower_dimexpr` finds no origin for ``h`` in ``4*h``; `README.md`,
-Troubleshooting: ONNX). Before writing, the export runs the ONNX model in onnxruntime on a random image of
-that size and refuses to write it if it differs from the network by more than `ONNX_TOLERANCE`.
+**onnx**: the network written as an ONNX graph of standard operators (opset 19, `onnx_graph`), the
+parameters inside it: input ``"blurred"`` ``[N, H, W, 3]`` float32 in [0, 1] of any batch and size (the graph
+reflect-pads to the multiple of 4 and crops back itself), output ``"sharp"``, the same shape. Every deformable
+convolution is one ONNX ``DeformConv``; onnxruntime unfolds a layer's whole input at once, so memory grows
+with the image (`README.md`, "Exporting the model", tiles large photos). Before writing, the export runs the
+model in onnxruntime on a random image of `ONNX_CHECK_SIZE` (odd on both sides, so the padding is checked
+too) and refuses to write it if it differs from the network by more than `ONNX_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -38,17 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from simplenet_jax import complexity
 from simplenet_jax import inference
 from simplenet_jax import paths
-from simplenet_jax import complexity
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 FORMATS = ("stablehlo", "onnx")
-DEFAULT_ONNX_SIZE = (720, 1280)
 ONNX_TOLERANCE = 1e-4  # largest |ONNX − network| the export accepts on its check image
-ONNX_BYTES_PER_PIXEL = 9_000  # onnxruntime's peak memory per input pixel, measured at 256² and 720x1280
-MIN_SIZE = inference.MIN_TILE  # pixels: smaller images leave the 1/4 scale a few pixels
+ONNX_CHECK_SIZE = (45, 61)  # odd: the check sees the graph's own padding and crop; small: a few seconds
 
 
 def _network(graphdef: nnx.GraphDef, params: nnx.State) -> inference.ApplyFn:
@@ -68,73 +66,51 @@ def export_stablehlo(graphdef: nnx.GraphDef, params: nnx.State,
   return jax.export.export(jax.jit(_network(graphdef, params)), platforms=platforms)(input_spec())
 
 
-def convert_onnx(graphdef: nnx.GraphDef, params: nnx.State, size: tuple[int, int]) -> bytes:
-  """The serialized ONNX model of the network at ``[B, H, W, 3]`` (B symbolic)."""
+def convert_onnx(graphdef: nnx.GraphDef, params: nnx.State) -> bytes:
+  """The serialized ONNX model of the network `nnx.merge(graphdef, params)` (`onnx_graph.simplenet_model`)."""
   try:
-    import jax2onnx  # pylint: disable=g-import-not-at-top  (only this format needs it; a slow import)
     import onnxruntime  # pylint: disable=g-import-not-at-top,unused-import  (onnx_deviation's, checked early)
+    from simplenet_jax import onnx_graph  # pylint: disable=g-import-not-at-top  (imports onnx)
   except ImportError as error:
-    raise ValueError(f"--format onnx needs jax2onnx and onnxruntime ({error}); install them with "
+    raise ValueError(f"--format onnx needs onnx and onnxruntime ({error}); install them with "
                      "pip install -e '.[onnx]' (scripts/setup.sh does).") from None
-  for name in ("jax2onnx", "onnx_ir"):  # a converter's notes about its own graph, not the user's business
-    logging.getLogger(name).setLevel(logging.ERROR)
-  spec = jax.ShapeDtypeStruct((*jax.export.symbolic_shape("b"), *size, 3), jnp.float32)
-  model = jax2onnx.to_onnx(_network(graphdef, params), [spec], model_name="simplenet",
-                           input_names=["blurred"], output_names=["sharp"])
-  return model.SerializeToString()
+  return onnx_graph.simplenet_model(nnx.merge(graphdef, params)).SerializeToString()
 
 
-def onnx_deviation(artifact: bytes, network: inference.ApplyFn, size: tuple[int, int]) -> float:
-  """The largest |ONNX model − network| on a random image of `size`, the ONNX model run in onnxruntime."""
+def onnx_deviation(artifact: bytes, network: inference.ApplyFn,
+                   size: tuple[int, int] = ONNX_CHECK_SIZE) -> float:
+  """The largest |ONNX model − network| on a random image of `size` (any H×W: `network` pads as the graph
+  does, `inference.at_any_size`), the ONNX model run in onnxruntime."""
   import onnxruntime  # pylint: disable=g-import-not-at-top
   image = np.random.default_rng(0).random((1, *size, 3), dtype=np.float32)
-  options = onnxruntime.SessionOptions()
-  options.log_severity_level = 3  # not its notes on initializers the converter left unused
-  session = onnxruntime.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
+  session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
   got = session.run(None, {session.get_inputs()[0].name: image})[0]
   expected = np.asarray(network(image))
   return float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
 
 
-def export_onnx(graphdef: nnx.GraphDef, params: nnx.State, size: tuple[int, int],
+def export_onnx(graphdef: nnx.GraphDef, params: nnx.State,
                 say: Callable[[str], None] = lambda _: None) -> tuple[bytes, float]:
   """(`convert_onnx`'s model, its `onnx_deviation` from the network `nnx.merge(graphdef, params)`);
   ValueError, and nothing to write, if that exceeds `ONNX_TOLERANCE`. `say` hears each step as it starts."""
-  say("export: converting the network with jax2onnx (about half a minute)")
-  artifact = convert_onnx(graphdef, params, size)
-  say(f"export: checking the ONNX model in onnxruntime on a {size[0]}x{size[1]} image "
-      f"(about {ONNX_BYTES_PER_PIXEL * size[0] * size[1] / 2**30:.1f} GiB of memory)")
-  deviation = onnx_deviation(artifact, jax.jit(_network(graphdef, params)), size)
+  say("export: writing the ONNX graph")
+  artifact = convert_onnx(graphdef, params)
+  height, width = ONNX_CHECK_SIZE
+  say(f"export: checking the ONNX model in onnxruntime on a {height}x{width} image")
+  deviation = onnx_deviation(artifact, inference.at_any_size(jax.jit(_network(graphdef, params))))
   if not deviation <= ONNX_TOLERANCE:
     raise ValueError(f"the ONNX model differs from the network by {deviation:.2g} (more than "
-                     f"{ONNX_TOLERANCE:g}) on a {size[0]}x{size[1]} image in onnxruntime, so it was not written; "
-                     "export --format stablehlo instead and report this with your jax2onnx version.")
+                     f"{ONNX_TOLERANCE:g}) on a {height}x{width} image in onnxruntime, so it was not written; "
+                     "export --format stablehlo instead and report this with your onnx and onnxruntime versions.")
   return artifact, deviation
 
 
-def parse_size(text: str) -> tuple[int, int]:
-  """``"720x1280"`` → (720, 1280); one ValueError sentence for anything else or a size the network refuses."""
-  height, _, width = text.lower().partition("x")
-  if not (height.strip().isdigit() and width.strip().isdigit()):
-    raise ValueError(f"--size {text!r} is not HEIGHTxWIDTH in pixels, e.g. --size 720x1280.")
-  size = int(height), int(width)
-  if min(size) < MIN_SIZE or any(n % SIZE_MULTIPLE for n in size):
-    raise ValueError(f"--size {text} must be at least {MIN_SIZE} and a multiple of {SIZE_MULTIPLE} on each side "
-                     f"(the network's two downsamplings), e.g. "
-                     f"{'x'.join(str(max(MIN_SIZE, -(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE)) for n in size)}.")
-  return size
-
-
 def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: str = "stablehlo",
-                   checkpoint: str = "latest", size: str | None = None,
-                   say: Callable[[str], None] = lambda _: None) -> dict:
+                   checkpoint: str = "latest", say: Callable[[str], None] = lambda _: None) -> dict:
   """Writes a workdir's checkpoint as `fmt` to `out`; returns what was written (for the printed line).
-  `size` (``"HxW"``) is the ONNX model's input size, `DEFAULT_ONNX_SIZE` if None; `say` hears its progress."""
+  `say` hears its progress."""
   if fmt not in FORMATS:
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-  if fmt == "stablehlo" and size is not None:
-    raise ValueError("--size is for --format onnx; the StableHLO artifact takes every size.")
-  hw = parse_size(size) if size is not None else DEFAULT_ONNX_SIZE
   out = paths.user_path(out)
   if out.is_dir():
     raise ValueError(f"--out {out} is a folder; pass a file name, e.g. {out / f'simplenet.{fmt}'}.")
@@ -148,8 +124,8 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     written.update(platforms=exported.platforms,
                    input=f"[N, H, W, 3] float32 in [0, 1], H and W multiples of {SIZE_MULTIPLE}")
   else:
-    artifact, deviation = export_onnx(graphdef, params, hw, say)
-    written.update(platforms=("onnxruntime",), input=f"'blurred' [N, {hw[0]}, {hw[1]}, 3] float32 in [0, 1]",
+    artifact, deviation = export_onnx(graphdef, params, say)
+    written.update(platforms=("onnxruntime",), input="'blurred' [N, H, W, 3] float32 in [0, 1], any H and W",
                    deviation=deviation)
   out.write_bytes(artifact)
   written["bytes"] = len(artifact)
@@ -161,14 +137,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--workdir", required=True, help="a training workdir (holding checkpoints/)")
   parser.add_argument("--out", required=True, help="the file to write (a local path or a bucket URL)")
   parser.add_argument("--format", choices=FORMATS, default="stablehlo", help="default stablehlo")
-  parser.add_argument("--size", default=None, help="onnx only: the input's HEIGHTxWIDTH, multiples of 4 "
-                      f"(default {DEFAULT_ONNX_SIZE[0]}x{DEFAULT_ONNX_SIZE[1]})")
   parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.ERROR)
   try:
     written = export_workdir(args.workdir, args.out, fmt=args.format, checkpoint=args.checkpoint,
-                             size=args.size, say=lambda message: print(message, file=sys.stderr, flush=True))
+                             say=lambda message: print(message, file=sys.stderr, flush=True))
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

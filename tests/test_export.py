@@ -76,10 +76,6 @@ def test_stablehlo_refuses_a_size_that_is_not_a_multiple_of_four(stablehlo):
     ("folder", "error: --out {out} is a folder; pass a file name"),
     ("no_checkpoint", "error: workdir {workdir} has no checkpoint"),
     ("bad_step", "error: checkpoint '99' is not in"),
-    ("size_with_stablehlo", "error: --size is for --format onnx; the StableHLO artifact takes every size."),
-    ("size_not_multiple", "error: --size 30x28 must be at least 16 and a multiple of 4 on each side (the "
-                          "network's two downsamplings), e.g. 32x28."),
-    ("size_garbage", "error: --size 'big' is not HEIGHTxWIDTH in pixels, e.g. --size 720x1280."),
 ])
 def test_bad_input_is_one_sentence(trained_workdir, tmp_path, case, message):
   out, workdir, extra = tmp_path / "model.stablehlo", trained_workdir, []
@@ -88,10 +84,6 @@ def test_bad_input_is_one_sentence(trained_workdir, tmp_path, case, message):
   elif case == "no_checkpoint":
     workdir = tmp_path / "empty"
     workdir.mkdir()
-  elif case == "size_with_stablehlo":
-    extra = ["--size", "32x32"]
-  elif case.startswith("size_"):
-    extra = ["--format", "onnx", "--size", "30x28" if case == "size_not_multiple" else "big"]
   else:
     extra = ["--checkpoint", "99"]
   run = _run("-m", "simplenet_jax.export", "--workdir", str(workdir), "--out", str(out), *extra, cwd=ROOT)
@@ -105,61 +97,41 @@ def test_unknown_format_is_one_sentence(trained_workdir, tmp_path):
     export.export_workdir(trained_workdir, tmp_path / "m", fmt="tflite")
 
 
-# ONNX: one artifact per size (jax2onnx converts a fixed H×W, export.py's docstring says why), batch symbolic.
-ONNX_SIZES = {"20x28": (2, 20, 28), "32x32": (1, 32, 32)}
+# ONNX: one graph for every batch and size (onnx_graph; tests/test_onnx_graph.py checks every variant).
+ONNX_SIZES = [(2, 20, 28), (1, 37, 45), (1, 33, 50)]  # batch 2; odd sizes, which the graph pads itself
 
 
 @pytest.fixture(scope="module")
-def onnx_models(trained_workdir, tmp_path_factory):
-  """{size: path} of the two ONNX exports; the first through the command line, the second in process."""
-  folder = tmp_path_factory.mktemp("onnx")
-  first, second = ONNX_SIZES
-  run = _run("-m", "simplenet_jax.export", "--workdir", str(trained_workdir), "--out", str(folder / f"{first}.onnx"),
-             "--format", "onnx", "--size", first, cwd=ROOT)
+def onnx_model(trained_workdir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("onnx") / "simplenet.onnx"
+  run = _run("-m", "simplenet_jax.export", "--workdir", str(trained_workdir), "--out", str(out), "--format", "onnx",
+             cwd=ROOT)
   assert run.returncode == 0, run.stderr
-  assert run.stdout.startswith(f"wrote {folder / first}.onnx: onnx, checkpoint step 4 (smoke"), run.stdout
-  assert "for onnxruntime; input 'blurred' [N, 20, 28, 3] float32 in [0, 1]; onnxruntime matches" in run.stdout
-  with pytest.MonkeyPatch.context() as patch:  # its DCNs in many tiles: the ONNX Loop path
-    patch.setattr(inference, "load_parameters", _with_tiles(inference.load_parameters, TILE_BYTES))
-    written = export.export_workdir(trained_workdir, folder / f"{second}.onnx", fmt="onnx", size=second)
-  assert 0 <= written["deviation"] <= export.ONNX_TOLERANCE
-  return {size: folder / f"{size}.onnx" for size in ONNX_SIZES}
-
-
-TILE_BYTES = 1 << 13  # a few output rows per tile in the smoke model's 32×32 deformable convolutions
-
-
-def _with_tiles(load_parameters, tile_bytes):
-  """`inference.load_parameters` whose network tiles every DCN by `tile_bytes` (the same parameters)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from simplenet_jax.models import SimpleNet  # pylint: disable=g-import-not-at-top
-
-  def load(*args, **kwargs):
-    config, _, params, step = load_parameters(*args, **kwargs)
-    config.model.dcn_tile_bytes = tile_bytes
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0))))
-    return config, graphdef, params, step
-
-  return load
+  assert run.stdout.startswith(f"wrote {out}: onnx, checkpoint step 4 (smoke"), run.stdout
+  assert ("for onnxruntime; input 'blurred' [N, H, W, 3] float32 in [0, 1], any H and W; onnxruntime matches"
+          in run.stdout), run.stdout
+  assert run.stderr.splitlines() == ["export: writing the ONNX graph",
+                                     "export: checking the ONNX model in onnxruntime on a 45x61 image"], run.stderr
+  return out
 
 
 @pytest.mark.slow
-def test_onnx_keeps_the_dcn_tiles_as_loops(onnx_models):
+def test_onnx_uses_deformconv_and_no_loop(onnx_model):
   import onnx  # pylint: disable=g-import-not-at-top
-  loops = {size: [n for n in onnx.load(path).graph.node if n.op_type == "Loop"] for size, path in onnx_models.items()}
-  assert not loops["20x28"]  # the workdir's budget: one tile at this size
-  assert loops["32x32"] and all(n.input[0] for n in loops["32x32"])  # each Loop has its trip count
+  ops = {node.op_type for node in onnx.load(onnx_model).graph.node}
+  assert "DeformConv" in ops and "Loop" not in ops
 
 
 @pytest.mark.slow
-def test_onnx_equals_the_network_in_onnxruntime(trained_workdir, onnx_models):
+def test_onnx_equals_the_network_in_onnxruntime(trained_workdir, onnx_model):
   import onnxruntime  # pylint: disable=g-import-not-at-top
   _, network, _ = inference.load_model(trained_workdir)
+  network = inference.at_any_size(network)
+  session = onnxruntime.InferenceSession(onnx_model.read_bytes(), providers=["CPUExecutionProvider"])
+  assert [(i.name, i.shape) for i in session.get_inputs()] == [("blurred", ["N", "H", "W", 3])]
   rng = np.random.default_rng(1)
-  for size, path in onnx_models.items():
-    session = onnxruntime.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.shape) for i in session.get_inputs()] == [("blurred", ["b", *ONNX_SIZES[size][1:], 3])]
-    image = rng.random((*ONNX_SIZES[size], 3), dtype=np.float32)
+  for size in ONNX_SIZES:
+    image = rng.random((*size, 3), dtype=np.float32)
     got = session.run(["sharp"], {"blurred": image})[0]
     expected = np.asarray(network(image))
     assert got.shape == image.shape
@@ -168,7 +140,7 @@ def test_onnx_equals_the_network_in_onnxruntime(trained_workdir, onnx_models):
 
 
 @pytest.mark.slow
-def test_onnx_that_differs_from_the_network_is_not_written(trained_workdir, onnx_models, tmp_path, monkeypatch):
+def test_onnx_that_differs_from_the_network_is_not_written(trained_workdir, onnx_model, tmp_path, monkeypatch):
   """The export's own onnxruntime check: here the converter returns a model of other parameters."""
   import jax  # pylint: disable=g-import-not-at-top
   load_parameters = inference.load_parameters
@@ -178,9 +150,9 @@ def test_onnx_that_differs_from_the_network_is_not_written(trained_workdir, onnx
     return config, graphdef, jax.tree.map(lambda p: p * 1.05, params), step
 
   monkeypatch.setattr(inference, "load_parameters", other_parameters)
-  monkeypatch.setattr(export, "convert_onnx", lambda *args: onnx_models["32x32"].read_bytes())
+  monkeypatch.setattr(export, "convert_onnx", lambda *args: onnx_model.read_bytes())
   out = tmp_path / "model.onnx"
-  with pytest.raises(ValueError, match=r"^the ONNX model differs from the network by .* on a 32x32 image in "
+  with pytest.raises(ValueError, match=r"^the ONNX model differs from the network by .* on a 45x61 image in "
                                        r"onnxruntime, so it was not written; export --format stablehlo"):
-    export.export_workdir(trained_workdir, out, fmt="onnx", size="32x32")
+    export.export_workdir(trained_workdir, out, fmt="onnx")
   assert not out.exists()
