@@ -41,6 +41,7 @@ from flax import nnx
 from simplenet_jax import inference
 from simplenet_jax import paths
 from simplenet_jax import complexity
+from simplenet_jax import tiling
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -48,7 +49,7 @@ FORMATS = ("stablehlo", "onnx")
 DEFAULT_ONNX_SIZE = (720, 1280)
 ONNX_TOLERANCE = 1e-4  # largest |ONNX − network| the export accepts on its check image
 ONNX_BYTES_PER_PIXEL = 9_000  # onnxruntime's peak memory per input pixel, measured at 256² and 720x1280
-MIN_SIZE = inference.MIN_TILE  # pixels: smaller images leave the 1/4 scale a few pixels
+MIN_SIZE = tiling.MIN_TILE  # pixels: smaller images leave the 1/4 scale a few pixels
 
 
 def _network(graphdef: nnx.GraphDef, params: nnx.State) -> inference.ApplyFn:
