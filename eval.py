@@ -11,10 +11,13 @@ import argparse
 import logging
 import sys
 
-from simplenet_jax import inference
-from simplenet_jax.evaluation import loop
-from simplenet_jax.evaluation import metrics
-from simplenet_jax.evaluation import reports
+from simplenet_jax import extras
+
+extras.require("train", "eval.py", "grain", "array_record", "tensorflow_datasets")  # it reads data sets
+from simplenet_jax import tiling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.evaluation import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.evaluation import reports  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main(argv=None) -> int:
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
                       "(the same results; raise it on an accelerator with memory to spare); default 1")
   parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
   parser.add_argument("--tile", type=int, default=0, help="tile size in pixels (0: whole images)")
-  parser.add_argument("--overlap", type=int, default=inference.DEFAULT_OVERLAP, help="overlap of neighbouring tiles (blended)")
+  parser.add_argument("--overlap", type=int, default=tiling.DEFAULT_OVERLAP,
+                      help="overlap of neighbouring tiles (blended)")
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes about read-only checkpoint folders
   conventions = metrics.CONVENTIONS if args.convention == "both" else (args.convention,)

@@ -15,8 +15,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from simplenet_jax import config_files
-from simplenet_jax import parallel
-from simplenet_jax import train
+from simplenet_jax import extras
+
+extras.require("train", "train.py", "optax", "grain", "array_record", "clu", "tensorflow_datasets", "tensorflow",
+               "tensorboard")
+from simplenet_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/gopro.py.",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository root with the pinned dependencies and this package (editable);
+# Creates .venv in the repository root with the pinned dependencies (requirements.txt: the lock of the `all`
+# extra, every task's) and this package (editable);
 # `--torch` adds the torch extra (requirements-torch.txt: the PyTorch twin that the tests compare with).
 # Idempotent: a second run installs nothing unless a requirements file changed.
 set -euo pipefail

@@ -3,10 +3,10 @@
     python -m simplenet_jax.app --workdir DIR [--port 7860] [--host 127.0.0.1] [--checkpoint latest]
     simplenet-demo --workdir DIR ...                                  (the same, as a console script)
 
-A Gradio page over the inference path of `simplenet-deblur` (`simplenet_jax.inference`, `simplenet_jax.photos`): the same reading
-(EXIF orientation, 16-bit PNG, alpha), the same network and the same tiling above `inference.DEFAULT_MAX_PIXELS`.
-The result is shown in a before/after slider and offered for download as a lossless PNG at full resolution
-and the input's bit depth. Tiled photos report progress tile by tile. It listens on 127.0.0.1 unless
+A Gradio page over the inference path of `simplenet-deblur` (`simplenet_jax.inference`, `simplenet_jax.photos`):
+the same reading (EXIF orientation, 16-bit PNG, alpha), the same network and the same tiling
+(`simplenet_jax.tiling`). The result is shown in a before/after slider and offered for download as a lossless
+PNG at full resolution and the input's bit depth. Tiled photos report progress tile by tile. It listens on 127.0.0.1 unless
 --host says otherwise; the first photo of each size waits for XLA to compile the network.
 """
 
@@ -20,17 +20,22 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
-import gradio as gr  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import png
 from etils import epath
 from PIL import Image
 
-from simplenet_jax import inference
-from simplenet_jax import photos
+from simplenet_jax import extras
 
-MIN_SIDE = inference.MIN_TILE  # pixels: smaller photos are refused with one sentence
+extras.require("web", "simplenet-demo", "gradio")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
+import gradio as gr  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from simplenet_jax import inference  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax import photos  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax import tiling  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+MIN_SIDE = tiling.MIN_TILE  # pixels: smaller photos are refused with one sentence
 MAX_PIXELS = 50_000_000  # larger uploads are refused: simplenet-deblur is the tool for them
 TILE_CHOICES = ("auto", "whole photo", "256", "512", "1024")
 
@@ -91,7 +96,7 @@ def read_upload(path: str | None) -> tuple[photos.Photo, str]:
 def resolve_tile(choice: str, pixels: int) -> int:
   """Tile size in pixels (0: the whole photo); "auto" tiles as simplenet-deblur does."""
   if choice == "auto":
-    return inference.auto_tile(pixels)
+    return tiling.auto_tile(pixels)
   return 0 if choice == "whole photo" else int(choice)
 
 
@@ -112,8 +117,8 @@ def build(deblurrer: Deblurrer) -> gr.Blocks:
         ensemble = gr.Checkbox(label="Ensemble ×8: average over flips and rotations (8× slower)",
                                elem_id="ensemble")
         tile = gr.Dropdown(list(TILE_CHOICES), value="auto", label="Tiles",
-                           info=f"auto: tiles of {inference.DEFAULT_TILE} px above "
-                           f"{inference.DEFAULT_MAX_PIXELS / 1e6:.1f} megapixels, as simplenet-deblur does",
+                           info=f"auto: tiles of {tiling.DEFAULT_TILE} px above "
+                           f"{tiling.DEFAULT_MAX_PIXELS / 1e6:.1f} megapixels, as simplenet-deblur does",
                            elem_id="tile")
         button = gr.Button("Deblur", variant="primary", elem_id="deblur")
       with gr.Column():

@@ -17,7 +17,6 @@ import sys
 import time
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -72,6 +71,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
   meta = {"config": json.loads(config.to_json()), "process_count": jax.process_count()}
   items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(meta))
   if data_iterator is not None:
+    import grain  # pylint: disable=g-import-not-at-top  # training only: inference reads no iterator
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
@@ -112,6 +112,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
     saved_layout = (meta.get("process_count"), meta["config"].get("data", {}).get("num_workers"))
     layout = (jax.process_count(), num_workers)
     if saved_layout == layout:
+      import grain  # pylint: disable=g-import-not-at-top  # training only: inference reads no iterator
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     else:
       logging.warning("the checkpoint's data iterator came from (processes, workers) = %s and this run has %s: "

@@ -19,9 +19,7 @@ import sys
 
 from etils import epath
 
-from simplenet_jax import inference
-from simplenet_jax import paths
-from simplenet_jax import photos
+from simplenet_jax import tiling
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="simplenet-deblur", description=__doc__.split("\n")[0])
@@ -30,14 +28,19 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="folder for the deblurred PNGs")
   parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
   parser.add_argument("--tile", type=int, default=None,
-                      help=f"tile size in pixels; default: {inference.DEFAULT_TILE} for photos over --max-pixels, else "
+                      help=f"tile size in pixels; default: {tiling.DEFAULT_TILE} for photos over --max-pixels, else "
                       "the whole photo; 0 never tiles")
-  parser.add_argument("--overlap", type=int, default=inference.DEFAULT_OVERLAP, help="overlap of neighbouring tiles (blended)")
-  parser.add_argument("--max-pixels", type=int, default=inference.DEFAULT_MAX_PIXELS,
+  parser.add_argument("--overlap", type=int, default=tiling.DEFAULT_OVERLAP,
+                      help="overlap of neighbouring tiles (blended)")
+  parser.add_argument("--max-pixels", type=int, default=tiling.DEFAULT_MAX_PIXELS,
                       help="photos with more pixels are tiled when --tile is not given")
   parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   args = parser.parse_args(argv)
+  # JAX (and with it the network) is imported only now: --help and argument mistakes answer at once.
+  from simplenet_jax import inference  # pylint: disable=g-import-not-at-top
+  from simplenet_jax import paths  # pylint: disable=g-import-not-at-top
+  from simplenet_jax import photos  # pylint: disable=g-import-not-at-top
   logging.getLogger("absl").setLevel(logging.ERROR)
 
   out = paths.user_path(args.out)  # a local folder or a bucket URL
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     return _fail(f"several inputs would be written to the same file {clashes[0]}; deblur them into "
                  "separate --out folders.")
   try:
-    inference.check_tiling(inference.DEFAULT_TILE if args.tile is None else args.tile, args.overlap)
+    tiling.check_tiling(tiling.DEFAULT_TILE if args.tile is None else args.tile, args.overlap)
     _, network, step = inference.load_model(args.workdir, args.checkpoint)
   except ValueError as error:
     return _fail(str(error))

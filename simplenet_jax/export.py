@@ -72,8 +72,7 @@ def convert_onnx(graphdef: nnx.GraphDef, params: nnx.State) -> bytes:
     import onnxruntime  # pylint: disable=g-import-not-at-top,unused-import  (onnx_deviation's, checked early)
     from simplenet_jax import onnx_graph  # pylint: disable=g-import-not-at-top  (imports onnx)
   except ImportError as error:
-    raise ValueError(f"--format onnx needs onnx and onnxruntime ({error}); install them with "
-                     "pip install -e '.[onnx]' (scripts/setup.sh does).") from None
+    raise ValueError(f"--format onnx needs the onnx extra ({error}): pip install 'simplenet-jax[onnx]'") from None
   return onnx_graph.simplenet_model(nnx.merge(graphdef, params)).SerializeToString()
 
 

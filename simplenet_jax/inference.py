@@ -30,21 +30,11 @@ from flax import nnx
 from simplenet_jax import checkpointing
 from simplenet_jax import paths
 from simplenet_jax import photos
+from simplenet_jax import tiling
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → the same shape
-# The tiling policy, shared by every client (`simplenet-deblur`, the web demo, `eval.py --tile`).
-MIN_TILE = 16
-DEFAULT_TILE = 512
-DEFAULT_OVERLAP = 32  # pixels blended between neighbouring tiles
-DEFAULT_MAX_PIXELS = 1_500_000  # above this, tile: whole-image inference of 12 MP needs tens of GB
-
-
-def auto_tile(pixels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
-  """The tile size a photo of `pixels` gets when none is asked for: DEFAULT_TILE above `max_pixels`, else 0."""
-  return DEFAULT_TILE if pixels > max_pixels else 0
-
 
 def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
                ) -> tuple[ml_collections.ConfigDict, ApplyFn, int]:
@@ -124,14 +114,6 @@ def self_ensemble(apply_fn: ApplyFn, image: jax.Array) -> jax.Array:
   return sum(_inverse(apply_fn(_transform(image, k)), k) for k in range(8)) / 8
 
 
-def check_tiling(tile: int, overlap: int, *, whole_allowed: bool = True) -> None:
-  """One sentence for a tile size or overlap that cannot work (`tile` 0: no tiling, if `whole_allowed`)."""
-  if (tile or not whole_allowed) and tile < MIN_TILE:
-    raise ValueError(f"--tile must be at least {MIN_TILE} pixels, got {tile}.")
-  if tile and not 0 <= overlap < tile:
-    raise ValueError(f"--overlap must be at least 0 and smaller than the tile ({tile}), got {overlap}.")
-
-
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
   if tile >= size:
     return [0]
@@ -159,7 +141,7 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int,
   is an approximation of the whole-image output (exact when the tile covers the image). Every window has
   the same shape, so the network compiles once. `progress(done, total)` is called after every window.
   """
-  check_tiling(tile, overlap, whole_allowed=False)
+  tiling.check_tiling(tile, overlap, whole_allowed=False)
   _, height, width, channels = image.shape
   tile_h, tile_w = min(tile, height), min(tile, width)
   total = np.zeros((height, width, channels), np.float32)
@@ -178,7 +160,7 @@ def tiled(apply_fn: ApplyFn, image: jax.Array, tile: int, overlap: int,
   return jnp.asarray(total / weight)[None]
 
 
-def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = DEFAULT_OVERLAP,
+def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, overlap: int = tiling.DEFAULT_OVERLAP,
                    progress: Callable[[int, int], None] | None = None) -> ApplyFn:
   """The function that deblurs ``[N, H, W, 3]`` floats in [0, 1] of any size with `network`.
 
@@ -186,7 +168,7 @@ def make_deblur_fn(network: ApplyFn, *, ensemble: bool = False, tile: int = 0, o
   to the network's multiple of 4 on its own). With `tile` > 0 (overlapping tiles of that size, `overlap`
   pixels blended), images go one at a time, and `progress(done, total)` follows each image's tiles.
   """
-  check_tiling(tile, overlap)
+  tiling.check_tiling(tile, overlap)
   padded = at_any_size(network)
   whole = (lambda x: self_ensemble(padded, x)) if ensemble else padded
   if not tile:
@@ -226,8 +208,8 @@ class PhotoRun:
 
 
 def deblur_photos(network: ApplyFn, files: list[pathlib.Path], out: epath.Path, *, tile: int | None = None,
-                  overlap: int = DEFAULT_OVERLAP, max_pixels: int = DEFAULT_MAX_PIXELS, ensemble: bool = False,
-                  overwrite: bool = False) -> PhotoRun:
+                  overlap: int = tiling.DEFAULT_OVERLAP, max_pixels: int = tiling.DEFAULT_MAX_PIXELS,
+                  ensemble: bool = False, overwrite: bool = False) -> PhotoRun:
   """Deblurs each photo into `out` (`photos.output_path`) at its own bit depth and with its alpha channel.
 
   `tile` None tiles the photos of more than `max_pixels` (`auto_tile`); 0 never tiles. A photo that cannot be
@@ -247,7 +229,7 @@ def deblur_photos(network: ApplyFn, files: list[pathlib.Path], out: epath.Path, 
     except photos.READ_ERRORS as error:
       run.failures.append((str(source), f"unreadable image ({error})"))
       continue
-    size = tile if tile is not None else auto_tile(photo.rgb.shape[0] * photo.rgb.shape[1], max_pixels)
+    size = tile if tile is not None else tiling.auto_tile(photo.rgb.shape[0] * photo.rgb.shape[1], max_pixels)
     if size not in deblur_fns:
       deblur_fns[size] = make_deblur_fn(network, ensemble=ensemble, tile=size, overlap=overlap)
     try:

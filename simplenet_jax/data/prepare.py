@@ -14,10 +14,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from simplenet_jax.data import builders
-from simplenet_jax.data import catalogue
-from simplenet_jax.data import layouts
-from simplenet_jax.data.images import DatasetError
+from simplenet_jax import extras
+
+extras.require("train", "python -m simplenet_jax.data.prepare", "tensorflow_datasets", "array_record")
+from simplenet_jax.data import builders  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.data import catalogue  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.data import layouts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.data.images import DatasetError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

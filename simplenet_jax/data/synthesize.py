@@ -15,10 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from simplenet_jax.data import images
-from simplenet_jax.data.synthesis import dataset
-from simplenet_jax.data.synthesis import sources
-from simplenet_jax.data.synthesis.camera_shake import BlurSettings
+from simplenet_jax import extras
+
+extras.require("train", "python -m simplenet_jax.data.synthesize", "skimage")  # the camera-shake homographies
+from simplenet_jax.data import images  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.data.synthesis import dataset  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.data.synthesis import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simplenet_jax.data.synthesis.camera_shake import BlurSettings  # pylint: disable=wrong-import-position
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,6 +49,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  if args.photos is None:
+    extras.require("demo", "python -m simplenet_jax.data.synthesize without --photos (the built-in photos)",
+                   "skimage", "sklearn", "matplotlib")
   start = time.perf_counter()
   already_built = (pathlib.Path(args.out) / dataset.META_FILE).is_file()
   try:

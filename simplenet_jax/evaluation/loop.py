@@ -16,9 +16,11 @@ import jax
 import numpy as np
 import tqdm
 
+from simplenet_jax import extras
 from simplenet_jax import inference
 from simplenet_jax import paths
 from simplenet_jax import photos
+from simplenet_jax import tiling
 from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
 from simplenet_jax.evaluation import metrics
@@ -60,7 +62,7 @@ def evaluate_pairs(deblur_fn: inference.ApplyFn, pairs: Iterable[dict], conventi
 def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None, dataset: str | None = None,
                      out: str | os.PathLike | None = None, conventions=metrics.CONVENTIONS,
                      checkpoint: str = "latest", save_images: bool = False, worst_best: int = 3,
-                     batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = inference.DEFAULT_OVERLAP,
+                     batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = tiling.DEFAULT_OVERLAP,
                      aligned: bool | None = None) -> dict:
   """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
 
@@ -73,7 +75,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   if batch_size < 1 or worst_best < 0:
     raise ValueError(f"the batch size must be at least 1 and the worst/best count at least 0, got {batch_size} "
                      f"and {worst_best}.")
-  inference.check_tiling(tile, overlap)
+  tiling.check_tiling(tile, overlap)
   config, network, step = inference.load_model(workdir, checkpoint)
   deblur_fn = inference.make_deblur_fn(network, ensemble=ensemble, tile=tile, overlap=overlap)
   data = config.data
@@ -83,6 +85,8 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
     data.dataset = dataset
   if aligned is None:
     aligned = data.dataset in ALIGNED_BY_DEFAULT
+  if aligned:
+    extras.require("realblur", "RealBlur's protocol (eval.py --align)", "cv2", "skimage")
   out = paths.user_path(out) if out is not None else paths.user_path(workdir) / "eval" / f"step_{step}"
   split = catalogue.open_split(data, data.eval_split, build_if_needed=data_root is not None)
   paths.check_writable(out, "output folder", "--out")  # before the work, not after it
