@@ -16,6 +16,7 @@ from simplenet_jax.models import SimpleNet
 from simplenet_jax.models import blocks
 from simplenet_jax.models.config import GLOBAL_CONTEXTS
 
+pytestmark = pytest.mark.slow  # onnxruntime on every variant at several sizes: the whole suite's tier
 
 SIZES = [(2, 20, 28), (1, 37, 45), (1, 33, 50)]  # batch 2; odd sizes, which the graph pads and crops itself
 TOLERANCE = 1e-4  # export.ONNX_TOLERANCE
