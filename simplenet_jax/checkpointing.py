@@ -38,6 +38,17 @@ def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
   return paths.user_path(workdir) / CHECKPOINT_DIR
 
 
+class _SavesWithoutMetrics(logging.Filter):
+  """Drops orbax's warning for each save without metrics: with `best_fn` set, every checkpoint between two
+  evaluations would log it, and those saves are meant to have none (the best is chosen among evaluated ones)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Requested `tracked_metric`; did not provide metrics.")
+
+
+_SAVES_WITHOUT_METRICS = _SavesWithoutMetrics()
+
+
 def create_manager(workdir: str | os.PathLike, keep: int, *, save_every: int | None = None,
                    read_only: bool = False) -> ocp.CheckpointManager:
   """Keeps the latest `keep` checkpoints and the best one by eval PSNR (checkpoints saved with metrics).
@@ -54,6 +65,7 @@ def create_manager(workdir: str | os.PathLike, keep: int, *, save_every: int | N
       checkpoint_managers.FixedIntervalPolicy(save_every or 1),
       checkpoint_managers.PreemptionCheckpointingPolicy(),
   ])
+  logging.getLogger("absl").addFilter(_SAVES_WITHOUT_METRICS)  # orbax logs through absl's logger
   # best_fn makes orbax record each save's metrics on disk: `best_step()` then reads them (without it, it is the
   # latest step), and a resumed run still knows which checkpoint is the best and keeps it.
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, save_decision_policy=saving,

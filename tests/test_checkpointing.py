@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -244,3 +245,13 @@ def test_check_compatible_of_the_saved_meta(saved):
   wider.model.lgcr_rank = 3
   with pytest.raises(checkpointing.CheckpointMismatchError, match=r"\(lgcr_rank: 2 in the checkpoint vs 3 now\)"):
     checkpointing.check_compatible(meta["config"], wider, workdir)
+
+
+def test_a_save_without_metrics_logs_no_warning(tmp_path, caplog):
+  """Saves between evaluations have no metrics on purpose; orbax's warning for each would only be noise."""
+  manager = checkpointing.create_manager(tmp_path, keep=2)
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave({"a": jnp.zeros(3)})))
+    manager.wait_until_finished()
+  assert manager.all_steps() == [1]
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
