@@ -232,7 +232,7 @@ def _over_tiles(body: Callable[[Any, Any, Any], Any], carry: Any, invariants: An
 
   The arrays every tile reads travel as `invariants` in the loop's carry, not by closure. XLA gets the
   same while loop either way (closed-over arrays become loop operands); converters that trace the jaxpr
-  (jax2onnx, once used for the ONNX export) take a loop only in this form."""
+  take a loop only in this form."""
   if geo.tiles == 1:
     return body(0, carry, invariants)
 

@@ -3,7 +3,7 @@
 ``ssim_map`` computes the SSIM index map with a separable Gaussian window over any set of axes, with either
 "valid" windows (wholly inside the image; scikit-image crops the border that its padding touched, so the
 padding mode never matters) or "edge" (replicate) padding (MATLAB's ``imgaussfilt``/``imgaussfilt3``).
-The two metric conventions of SPEC §5 are built on it in ``simplenet_jax.metrics``.
+The two metric conventions of SPEC §5 are built on it in ``simplenet_jax.evaluation.metrics``.
 """
 
 from __future__ import annotations
