@@ -19,4 +19,5 @@ if [ ${#tier[@]} -eq 0 ] && ! command -v chromium >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get install -y -qq chromium >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; }
 fi
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-auto}" --maxprocesses=4 "${tier[@]}" "$@"
+# worksteal: an idle worker takes queued tests from a busy one, so the long end-to-end tests do not leave one core idle at the end.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-auto}" --maxprocesses=4 --dist worksteal "${tier[@]}" "$@"
