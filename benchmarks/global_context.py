@@ -21,7 +21,6 @@ from common import time_ms
 from common import write_json
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from simplenet_jax.models.global_context import LGCR

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pathlib
 import sys
 
 from etils import epath
 
 from simplenet_jax import tiling
+
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="simplenet-deblur", description=__doc__.split("\n")[0])

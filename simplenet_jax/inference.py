@@ -36,6 +36,7 @@ from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 
 ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → the same shape
 
+
 def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
                ) -> tuple[ml_collections.ConfigDict, ApplyFn, int]:
   """(the config it was trained with, the jitted network, the checkpoint's step) from a workdir.

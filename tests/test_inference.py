@@ -1,12 +1,9 @@
 """Self-ensemble, tiling, padding and the deblur CLI (simplenet_jax.inference, simplenet_jax.deblur)."""
 
-import pathlib
+import math
 import subprocess
 import sys
 
-import math
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import png
@@ -14,7 +11,6 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from simplenet_jax import deblur
 from simplenet_jax import inference
 from simplenet_jax import paths
 from simplenet_jax import photos

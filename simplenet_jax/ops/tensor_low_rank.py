@@ -20,7 +20,6 @@ trains on 256² crops and runs on 720p frames.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from simplenet_jax.ops.global_context import axis_pooled_vectors
 from simplenet_jax.ops.global_context import cp_reconstruction
