@@ -178,7 +178,7 @@ def input_pipeline_row(size, crop: int, batch: int, workers: int, batches: int) 
           "per_s": batches * batch / seconds}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--json", help="write the results to this JSON file")
   parser.add_argument("--repeats", type=int, default=10, help="timed runs per program (median reported)")
@@ -187,7 +187,7 @@ def main() -> None:
   parser.add_argument("--workers", type=int, default=4, help="input pipeline worker processes")
   parser.add_argument("--eval-images", type=int, default=8, help="720p pairs timed in the evaluation row")
   parser.add_argument("--smoke", action="store_true", help="tiny widths and sizes, any machine (the tests)")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   config = gopro.get_config()
   forward_shape, train_shape, eval_size, source_size, crop = (1, 720, 1280, 3), (8, 256, 256, 3), (720, 1280), (

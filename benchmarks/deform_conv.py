@@ -99,14 +99,14 @@ def benchmark_shape(shape, repeats: int, torch) -> dict:
   return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--json", help="write the results to this JSON file")
   parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (minimum kept)")
   parser.add_argument("--no-torch", action="store_true", help="skip torchvision even when it is installed")
   parser.add_argument("--shapes", nargs="*", help="N×H×W×C shapes (default: %(default)s)",
                       default=["x".join(map(str, s)) for s in SHAPES])
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   torch = None if args.no_torch else import_torch()
   shapes = [tuple(int(v) for v in s.replace("×", "x").split("x")) for s in args.shapes]
   rows = [benchmark_shape(shape, args.repeats, torch) for shape in shapes]

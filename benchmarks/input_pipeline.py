@@ -86,7 +86,7 @@ def _size_mb(folder: str) -> float:
              if ".array_record" in f) / 2**20
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--json", help="write the results to this JSON file")
   parser.add_argument("--pairs", type=int, default=12, help="1280×720 train pairs to synthesize")
@@ -96,7 +96,7 @@ def main() -> None:
   parser.add_argument("--batches", type=int, default=25, help="timed batches of 8 per measurement")
   parser.add_argument("--workers", type=int, nargs="*", default=[0, 1, 2])
   parser.add_argument("--smoke", action="store_true", help="tiny frames and crops (seconds; for the tests)")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   flags.FLAGS(sys.argv[:1])  # grain's worker processes read absl flags
   size, crop, batch, batches = ((720, 1280), 256, 8, args.batches) if not args.smoke else ((96, 128), 32, 2, 2)
   if args.smoke:

@@ -62,7 +62,7 @@ def forward_memory(config, image_shape, dtype: str) -> dict:
   return _analysis(forward.lower(params, jax.ShapeDtypeStruct(image_shape, jnp.float32)).compile())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--json", help="write the results to this JSON file")
   parser.add_argument("--tile-bytes", type=int, nargs="*", default=[0, 1 << 20, 16 << 20, 64 << 20],
@@ -72,7 +72,7 @@ def main() -> None:
   parser.add_argument("--skip-train", action="store_true")
   parser.add_argument("--skip-720p", action="store_true")
   parser.add_argument("--smoke", action="store_true", help="tiny widths and sizes (seconds; for the tests)")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   config = gopro.get_config()
   train_shape, image_shape = (8, 256, 256, 3), (1, 720, 1280, 3)

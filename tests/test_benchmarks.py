@@ -1,6 +1,9 @@
 """The benchmark scripts run and write the JSON they promise (tiny shapes; torch not needed)."""
 
+import functools
+import importlib
 import json
+import logging
 import pathlib
 import subprocess
 import sys
@@ -13,6 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_deform_conv_benchmark_writes_rows(tmp_path):
+  # Its own process: the script imports torchvision when it is installed, which crashes in a process that
+  # already holds JAX and TensorFlow (torch._dynamo's triton import).
   out = tmp_path / "deform_conv.json"
   result = subprocess.run(
       [sys.executable, str(ROOT / "benchmarks" / "deform_conv.py"), "--no-torch", "--repeats", "1",
@@ -26,15 +31,22 @@ def test_deform_conv_benchmark_writes_rows(tmp_path):
     assert row[key] > 0, key
 
 
-def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
-                        timeout=900)
+def _run_benchmark(capsys, script: str, *args: str) -> str:
+  """Runs ``benchmarks/<script>``'s main(argv) in this process (what the command runs; a new JAX process per
+  benchmark costs more than the smoke run itself) and returns what it printed."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  module = importlib.import_module(pathlib.Path(script).stem)
+  capsys.readouterr()
+  module.main(list(args))
+  return capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_accelerator_benchmark_smoke_measures_every_workload(tmp_path):
+  # Its own process: the script imports torch (benchmarks/model.py), which must come before TensorFlow.
   out = tmp_path / "accelerator.json"
-  result = _run_benchmark("accelerator.py", "--smoke", "--workers", "1", "--json", str(out))
+  result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accelerator.py"), "--smoke", "--workers", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "TFLOP/s" in result.stdout and "peak GiB" in result.stdout
   payload = json.loads(out.read_text())
@@ -50,10 +62,9 @@ def test_accelerator_benchmark_smoke_measures_every_workload(tmp_path):
 
 
 @pytest.mark.slow
-def test_memory_benchmark_smoke_reports_xla_memory_analysis(tmp_path):
+def test_memory_benchmark_smoke_reports_xla_memory_analysis(tmp_path, capsys):
   out = tmp_path / "memory.json"
-  result = _run_benchmark("memory.py", "--smoke", "--tile-bytes", "0", "4096", "--remat", "off", "--json", str(out))
-  assert result.returncode == 0, result.stderr[-3000:]
+  _run_benchmark(capsys, "memory.py", "--smoke", "--tile-bytes", "0", "4096", "--remat", "off", "--json", str(out))
   rows = json.loads(out.read_text())["rows"]
   assert [(r["workload"], r["tile_bytes"]) for r in rows] == [("train step", 0), ("forward", 0),
                                                               ("train step", 4096), ("forward", 4096)]
@@ -61,9 +72,9 @@ def test_memory_benchmark_smoke_reports_xla_memory_analysis(tmp_path):
 
 
 @pytest.mark.slow
-def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path):
+def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path, capsys):
   out = tmp_path / "input.json"
-  result = _run_benchmark("input_pipeline.py", "--smoke", "--json", str(out))
+  stdout = _run_benchmark(capsys, "input_pipeline.py", "--smoke", "--json", str(out))
   payload = json.loads(out.read_text())
   assert payload["benchmark"] == "input_pipeline"
   designs = [row["design"].split(":")[1].split(",")[0].strip() for row in payload["rows"]]
@@ -71,7 +82,7 @@ def test_input_pipeline_benchmark_smoke_measures_every_design(tmp_path):
   for row in payload["rows"]:
     assert row["cpu_ms_per_pair"] > 0 and row["pairs_per_s_0w"] > 0 and row["pairs_per_s_1w"] > 0
     assert row["disk_mb_per_pair"] > 0
-  assert "CPU ms/pair" in result.stdout and "pairs/s 1w" in result.stdout
+  assert "CPU ms/pair" in stdout and "pairs/s 1w" in stdout
 
 
 def test_ablation_variants_are_the_papers_tables_through_their_config_files():
@@ -111,11 +122,16 @@ def test_global_context_effect_is_the_relative_change_of_the_features():
 
 
 @pytest.mark.slow
-def test_ablation_smoke_runs_resumes_and_reports(tmp_path):
+def test_ablation_smoke_runs_resumes_and_reports(tmp_path, capsys, request):
+  # In this process (main(argv) is what the command runs): three starts of a JAX process cost more than the runs.
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import ablation  # pylint: disable=g-import-not-at-top
+  absl_logger = logging.getLogger("absl")
+  request.addfinalizer(functools.partial(absl_logger.setLevel, absl_logger.level))  # main() quiets absl
   out = tmp_path / "ablation"
   args = ["--smoke", "--out", str(out), "--variants", "full", "none", "--seeds", "0"]
-  first = _run_benchmark("ablation.py", *args)
-  assert first.returncode == 0, first.stderr[-3000:]
+  assert ablation.main(args) == 0, capsys.readouterr().err[-3000:]
+  capsys.readouterr()
   payload = json.loads((out / "results.json").read_text())
   results = {r["variant"]: r for r in payload["results"]}
   assert set(results) == {"full", "none"}
@@ -132,15 +148,13 @@ def test_ablation_smoke_runs_resumes_and_reports(tmp_path):
 
   # A finished run is skipped; one whose result is missing resumes from its checkpoint (no step retrained).
   (out / "runs" / "none_seed0" / "result.json").unlink()
-  again = _run_benchmark("ablation.py", *args)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert "[1/2] full seed 0: done before, skipped" in again.stdout
+  assert ablation.main(args) == 0
+  assert "[1/2] full seed 0: done before, skipped" in capsys.readouterr().out
   redone = json.loads((out / "runs" / "none_seed0" / "result.json").read_text())
   assert redone["eval"]["psnr"] == results["none"]["eval"]["psnr"]
 
-  other = _run_benchmark("ablation.py", *args, "--steps", "5")
-  assert other.returncode == 1 and "Traceback" not in other.stderr
-  assert f"error: {out} holds runs of another budget" in other.stderr
+  assert ablation.main([*args, "--steps", "5"]) == 1
+  assert f"error: {out} holds runs of another budget" in capsys.readouterr().err
 
 
 def test_ablation_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):

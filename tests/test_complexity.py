@@ -1,9 +1,13 @@
-"""`python -m simplenet_jax.complexity` as a user runs it."""
+"""`python -m simplenet_jax.complexity`: its errors as a user meets them (a process of its own), its summaries
+through `main` in this process."""
 
 import subprocess
 import sys
+import types
 
 import pytest
+
+from simplenet_jax import complexity
 
 pytestmark = pytest.mark.slow  # the whole file starts processes or compiles the paper-size model
 
@@ -13,8 +17,16 @@ def _summary(*args):
                         timeout=300)
 
 
-def test_gopro_summary_ends_with_the_parameter_count():
-  result = _summary("--config", "configs/gopro.py")
+def _main(capsys, *args):
+  """`complexity.main` in this process, as `_summary` runs it in its own (each start costs a JAX import)."""
+  capsys.readouterr()
+  returncode = complexity.main(list(args))
+  out, err = capsys.readouterr()
+  return types.SimpleNamespace(returncode=returncode, stdout=out, stderr=err)
+
+
+def test_gopro_summary_ends_with_the_parameter_count(capsys):
+  result = _main(capsys, "--config", "configs/gopro.py")
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()
   assert lines[-1] == "total parameters: 5506899"
@@ -22,9 +34,9 @@ def test_gopro_summary_ends_with_the_parameter_count():
   assert any(line.split()[:1] == ["PVB"] and line.endswith("3,643,460") for line in lines)
 
 
-def test_size_flag_and_flops_scale_with_pixels():
-  small = _summary("--config", "configs/gopro.py", "--size", "64", "64")
-  large = _summary("--config", "configs/gopro.py", "--size", "128", "128")
+def test_size_flag_and_flops_scale_with_pixels(capsys):
+  small = _main(capsys, "--config", "configs/gopro.py", "--size", "64", "64")
+  large = _main(capsys, "--config", "configs/gopro.py", "--size", "128", "128")
   assert small.returncode == 0 and large.returncode == 0
 
   def gflops(out):
