@@ -13,6 +13,9 @@ import scipy.ndimage
 import skimage.data
 from PIL import Image
 
+from tests.recorded import recorded_run
+from tests.recorded import run_recorded
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
@@ -21,11 +24,22 @@ if str(ROOT) not in sys.path:
 # variables): the smoke model's programs are compiled once per suite instead of once per test.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/simplenet_jax/xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The suite compiles a few hundred small programs and runs each once or twice: LLVM's optimisations
+# (vectorisation, unrolling) cost more compile time than they save there (the smoke train step: 9.8 s → 6.2 s
+# to compile, 58 → 90 ms a step). What a program computes is XLA's HLO, which this leaves as it is; the README's
+# commands and the benchmarks keep the default level. Tests that start JAX with other flags append theirs.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 import jax  # noqa: E402  (after the variables, which it reads on import; set again in case it was imported)
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  """The slow tests first (in their files' order): with the whole suite on 2 workers, a long test collected
+  last would run alone on one core at the end while the other idles; run early, the short tests fill in."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def write_pairs(root: pathlib.Path, split: str, count: int, size: tuple[int, int], seed: int) -> None:
@@ -56,6 +70,13 @@ def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
       build(path)
       done.touch()
   return path
+
+
+@pytest.fixture(scope="session")
+def build_once(tmp_path_factory):
+  """`build_once(name, build)`: `built_once` for a test module's own costly result (an export, a lowering),
+  made by whichever xdist worker needs it first instead of once per worker."""
+  return lambda name, build: built_once(tmp_path_factory, name, build)
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +113,24 @@ def trained_workdir(data_root, tmp_path_factory):
 def workdir_copy(trained_workdir, tmp_path):
   """A copy of the trained smoke workdir that a test may write into (evaluations, further training)."""
   return pathlib.Path(shutil.copytree(trained_workdir, tmp_path / "workdir"))
+
+
+def _smoke_export(tmp_path_factory, trained_workdir, name: str, *flags: str):
+  def build(folder):
+    run_recorded(folder, sys.executable, "-m", "simplenet_jax.export", "--workdir", str(trained_workdir), "--out",
+                 str(folder / name), *flags, cwd=ROOT, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  folder = built_once(tmp_path_factory, f"export_{name}", build)
+  return folder / name, recorded_run(folder)
+
+
+@pytest.fixture(scope="session")
+def stablehlo_export(trained_workdir, tmp_path_factory):
+  """`python -m simplenet_jax.export` of the smoke workdir, once per test run: (the file, the run). Read it only."""
+  return _smoke_export(tmp_path_factory, trained_workdir, "simplenet.stablehlo")
+
+
+@pytest.fixture(scope="session")
+def onnx_export(trained_workdir, tmp_path_factory):
+  """The same with ``--format onnx``: (the file, the run). Read it only."""
+  return _smoke_export(tmp_path_factory, trained_workdir, "simplenet.onnx", "--format", "onnx")
+

@@ -338,7 +338,8 @@ _SHARDING_CHECK = textwrap.dedent("""
 def test_sharded_over_four_cpu_devices_matches_single_device():
   """Batch-sharded forward and gradients on a 4-device CPU mesh equal the single-device ones, without
   collectives on the images (its own process: the device count is fixed when JAX starts)."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-c", _SHARDING_CHECK], env=env, capture_output=True, text=True,
                           timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 0, result.stderr[-3000:]

@@ -35,9 +35,8 @@ def _run(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def stablehlo(trained_workdir, tmp_path_factory):
-  out = tmp_path_factory.mktemp("export") / "simplenet.stablehlo"
-  run = _run("-m", "simplenet_jax.export", "--workdir", str(trained_workdir), "--out", str(out), cwd=ROOT)
+def stablehlo(stablehlo_export):
+  out, run = stablehlo_export
   assert run.returncode == 0, run.stderr
   assert run.stdout.startswith(f"wrote {out}: stablehlo, checkpoint step 4 (smoke") and "cpu, cuda, tpu" in run.stdout
   return out
@@ -102,10 +101,8 @@ ONNX_SIZES = [(2, 20, 28), (1, 37, 45), (1, 33, 50)]  # batch 2; odd sizes, whic
 
 
 @pytest.fixture(scope="module")
-def onnx_model(trained_workdir, tmp_path_factory):
-  out = tmp_path_factory.mktemp("onnx") / "simplenet.onnx"
-  run = _run("-m", "simplenet_jax.export", "--workdir", str(trained_workdir), "--out", str(out), "--format", "onnx",
-             cwd=ROOT)
+def onnx_model(onnx_export):
+  out, run = onnx_export
   assert run.returncode == 0, run.stderr
   assert run.stdout.startswith(f"wrote {out}: onnx, checkpoint step 4 (smoke"), run.stdout
   assert ("for onnxruntime; input 'blurred' [N, H, W, 3] float32 in [0, 1], any H and W; onnxruntime matches"

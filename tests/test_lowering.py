@@ -9,10 +9,12 @@ All exports run in one subprocess with 4 forced CPU devices (the mesh needs them
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
+
+from tests.recorded import recorded_run
+from tests.recorded import run_recorded
 
 pytestmark = pytest.mark.slow  # the whole file starts processes or compiles the paper-size model
 
@@ -28,6 +30,8 @@ from configs import gopro
 from simplenet_jax import inference, parallel, photos, train
 from simplenet_jax.evaluation import scoring
 from simplenet_jax.models import SimpleNet
+from tests.recorded import recorded_run
+from tests.recorded import run_recorded
 
 config = gopro.get_config()
 graphdef, params = nnx.split(nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0))))
@@ -74,10 +78,12 @@ print(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
-def exported():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT.format(root=str(ROOT))], env=env,
-                       capture_output=True, text=True, timeout=900)
+def exported(build_once):
+  env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu"}
+  folder = build_once("lowered", lambda folder: run_recorded(
+      folder, sys.executable, "-c", EXPORT_SCRIPT.format(root=str(ROOT)), env=env, timeout=900))
+  out = recorded_run(folder)  # once per test run, whichever worker comes first
   assert out.returncode == 0, out.stderr[-5000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 

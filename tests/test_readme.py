@@ -10,6 +10,7 @@ import functools
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -117,16 +118,16 @@ def test_cli_commands_use_flags_and_choices_the_cli_has(command):
 
 
 @pytest.mark.slow
-def test_python_examples_run(trained_workdir, tmp_path, monkeypatch):
+def test_python_examples_run(trained_workdir, stablehlo_export, onnx_export, tmp_path, monkeypatch):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from simplenet_jax import export  # pylint: disable=g-import-not-at-top
 
-  # The files the export example reads, in the folder it runs in: the artifact and a photo of a size that
-  # is not a multiple of 4 (the example pads it).
+  # The files the export example reads, in the folder it runs in: the artifacts (the export of the smoke
+  # workdir that tests/test_export.py checks) and a photo of a size that is not a multiple of 4 (the
+  # example pads it).
   monkeypatch.chdir(tmp_path)
-  export.export_workdir(trained_workdir, tmp_path / "simplenet.stablehlo")
-  export.export_workdir(trained_workdir, tmp_path / "simplenet.onnx", fmt="onnx")
+  for artifact, _ in (stablehlo_export, onnx_export):
+    shutil.copy(artifact, tmp_path / artifact.name)
   photo = np.random.default_rng(1).integers(0, 256, (30, 43, 3), dtype=np.uint8)
   Image.fromarray(photo).save(tmp_path / "blurred.png")
   namespace = {"blurred": np.random.default_rng(0).uniform(size=(1, 12, 16, 3)).astype(np.float32)}
