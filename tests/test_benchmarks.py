@@ -16,8 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_deform_conv_benchmark_writes_rows(tmp_path):
-  # Its own process: the script imports torchvision when it is installed, which crashes in a process that
-  # already holds JAX and TensorFlow (torch._dynamo's triton import).
+  # Its own process, as a user runs it: without --no-torch the script imports torchvision, which must come
+  # before TensorFlow (benchmarks/common.py, import_torch), so its start is part of what this checks.
   out = tmp_path / "deform_conv.json"
   result = subprocess.run(
       [sys.executable, str(ROOT / "benchmarks" / "deform_conv.py"), "--no-torch", "--repeats", "1",
