@@ -133,4 +133,3 @@ def stablehlo_export(trained_workdir, tmp_path_factory):
 def onnx_export(trained_workdir, tmp_path_factory):
   """The same with ``--format onnx``: (the file, the run). Read it only."""
   return _smoke_export(tmp_path_factory, trained_workdir, "simplenet.onnx", "--format", "onnx")
-
