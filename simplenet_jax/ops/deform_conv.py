@@ -66,6 +66,7 @@ _BORDER = 2
 # 0.5–1 MiB on the 2-core benchmark machine, 3–9× faster than 16 MiB.
 DEFAULT_TILE_BYTES = 1 << 20
 _IN_BOUNDS = lax.GatherScatterMode.PROMISE_IN_BOUNDS
+SAMPLINGS = ("gather", "matmul")
 # The output width a shape-polymorphic export plans its tiles for (`tile_rows`).
 SYMBOLIC_WIDTH = 1280
 
@@ -375,6 +376,8 @@ def deform_conv2d(
     padding: IntPair = 1,
     dilation: IntPair = 1,
     tile_bytes: int = DEFAULT_TILE_BYTES,
+    max_offset: float | None = None,
+    sampling: str = "gather",
 ) -> jax.Array:
   """Modulated deformable convolution, ``y[p] = Σ_k w_k · m_k · x(p·s − pad + k·d + Δp_k)`` (DCNv2 eq. 3).
 
@@ -391,6 +394,11 @@ def deform_conv2d(
     stride, padding, dilation: ints or (row, column) pairs, as in a regular convolution.
     tile_bytes: float32 im2col bytes per tile of output rows (module docstring, step 2); it bounds the
       temporaries of forward and backward. 0 = one tile (plain im2col + matmul).
+    max_offset: ``None`` (default): offsets of any size. A positive number: every offset is clipped to
+      ``[-max_offset, max_offset]`` first (a clipped offset gets no gradient).
+    sampling: how the samples are taken, never what they are: ``"gather"`` (this module; any offsets, the
+      fastest on a CPU) or ``"matmul"`` (`ops.deform_conv_windowed`: matmuls over windows, the path a TPU
+      runs fast; it needs ``max_offset``).
 
   Returns:
     ``[N, Ho, Wo, Cout]``.
@@ -404,6 +412,20 @@ def deform_conv2d(
   groups = check_shapes(x, offset, mask, kernel, (ho, wo))
   if not isinstance(tile_bytes, int) or tile_bytes < 0:
     raise ValueError(f"deform_conv2d: tile_bytes must be a non-negative int, got {tile_bytes!r}.")
+  if max_offset is not None and (isinstance(max_offset, bool) or not isinstance(max_offset, (int, float))
+                                 or not 0 < max_offset < math.inf):
+    raise ValueError(f"deform_conv2d: max_offset must be None or a positive number, got {max_offset!r}.")
+  if sampling not in SAMPLINGS:
+    raise ValueError(f"deform_conv2d: sampling must be one of {SAMPLINGS}, got {sampling!r}.")
+  if sampling == "matmul":
+    if max_offset is None:
+      raise ValueError("deform_conv2d: sampling='matmul' needs max_offset (its windows are sized by it).")
+    from simplenet_jax.ops import deform_conv_windowed  # pylint: disable=import-outside-toplevel
+    geo = deform_conv_windowed.geometry(x.shape, kernel.shape, (ho, wo), (sh, sw), (ph, pw), (dh, dw), groups,
+                                        max_offset, tile_bytes)
+    return deform_conv_windowed.deform_conv2d_windowed(x, offset, mask, kernel, geo)
+  if max_offset is not None:
+    offset = jnp.clip(offset, -max_offset, max_offset)
   rows, tiles = tile_rows(x.shape[0], x.shape[-1], (kh, kw), (ho, wo), tile_bytes)
   geo = _Geometry(tuple(x.shape[1:3]), (ho, wo), (kh, kw), (sh, sw), (ph, pw), (dh, dw), groups, rows, tiles)
   return _deform_conv(x, offset, mask, kernel, geo)
