@@ -25,6 +25,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from simplenet_jax import paths
 from simplenet_jax.models.config import EXECUTION_FIELDS
+from simplenet_jax.models.config import ModelConfig
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "psnr"
@@ -96,7 +97,9 @@ def saved_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
 def check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict, workdir) -> None:
   """Refuses to resume a checkpoint of another network: one sentence naming the differing fields."""
   current = {k: v for k, v in json.loads(config.model.to_json()).items() if k not in EXECUTION_FIELDS}
-  before = {k: v for k, v in saved.get("model", {}).items() if k not in EXECUTION_FIELDS}
+  # A field the checkpoint does not name is newer than it: it was trained with that field's default.
+  saved_model = {**ModelConfig().to_dict(), **saved.get("model", {})}
+  before = {k: v for k, v in saved_model.items() if k not in EXECUTION_FIELDS}
   differing = sorted(k for k in set(current) | set(before)
                      if _normalise(current.get(k)) != _normalise(before.get(k)))
   if differing:

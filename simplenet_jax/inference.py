@@ -33,6 +33,7 @@ from simplenet_jax import photos
 from simplenet_jax import tiling
 from simplenet_jax.models import SimpleNet
 from simplenet_jax.models.simplenet import SIZE_MULTIPLE
+from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
 
 ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → the same shape
 
@@ -48,10 +49,22 @@ def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
   return config, functools.partial(forward, params), step
 
 
+def any_size_fields(model_config) -> dict:
+  """`config.model` with the deformable convs sampling by gathers in bounded tiles: photos, videos and exports
+  come in any size, and the matmul sampling (`config.model.dcn_sampling`, chosen for training on TPUs) sizes
+  its blocks when it is traced and builds its weights in full on a CPU. Execution fields: the results are
+  the same."""
+  fields = dict(model_config)
+  if fields.get("dcn_sampling", "gather") != "gather":
+    fields.update(dcn_sampling="gather", dcn_tile_bytes=DEFAULT_TILE_BYTES)
+  return fields
+
+
 def load_parameters(workdir: str | os.PathLike, checkpoint: str = "latest"
                     ) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, nnx.State, int]:
   """(config, the network's graphdef, its parameters, step) of a workdir's checkpoint (see `load_model`);
-  `nnx.merge(graphdef, params)` is the trained `SimpleNet`."""
+  `nnx.merge(graphdef, params)` is the trained `SimpleNet`, its deformable convs sampling by gathers
+  (`any_size_fields`)."""
   paths.check_reachable(workdir, "workdir")
   manager = checkpointing.create_manager(workdir, keep=1, read_only=True)
   steps = manager.all_steps()
@@ -69,7 +82,7 @@ def load_parameters(workdir: str | os.PathLike, checkpoint: str = "latest"
                      f"steps {sorted(steps)}.")
   try:
     config = ml_collections.ConfigDict(checkpointing.saved_meta(manager, step)["config"])
-    model = nnx.eval_shape(lambda: SimpleNet.from_config(config.model, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: SimpleNet.from_config(any_size_fields(config.model), rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(model)
     params = checkpointing.restore_params(manager, step, abstract_params)
   except (FileNotFoundError, KeyError, ValueError) as error:  # tensorstore reports damaged files as ValueError

@@ -119,6 +119,9 @@ def deform_conv(g: Graph, scope: str, layer: blocks.DeformConv, x: str,
   block). A block that would cut an offset group in two keeps the layer whole.
   """
   offset = conv(g, f"{scope}.offset_conv", layer.offset_conv, x)
+  if layer.max_offset:  # config.model.dcn_max_offset: offsets clipped (the sampling method does not matter here)
+    offset = g.op("Clip", offset, g.const(f"{scope}.offset_min", np.float32(-layer.max_offset)),
+                  g.const(f"{scope}.offset_max", np.float32(layer.max_offset)), name=f"{scope}.offset_clip")
   mask = g.op("Sigmoid", conv(g, f"{scope}.mask_conv", layer.mask_conv, x), name=f"{scope}.mask")
   kernel = _param(layer.kernel).transpose(3, 2, 0, 1)  # [Cout, Cin, 3, 3]
   channels, taps = kernel.shape[1], kernel.shape[2] * kernel.shape[3]

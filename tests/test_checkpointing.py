@@ -209,14 +209,27 @@ def test_the_same_model_is_compatible_whatever_its_execution_fields():
   checkpointing.check_compatible({"model": saved}, config, "w")
   checkpointing.check_compatible({"model": config.model.to_dict()}, config, "w")  # tuples, not through JSON
   assert set(EXECUTION_FIELDS) <= set(ModelConfig().to_dict())
-  changed = {"dcn_tile_bytes": config.model.dcn_tile_bytes * 3 + 1, "remat": not config.model.remat}
+  changed = {"dcn_tile_bytes": config.model.dcn_tile_bytes * 3 + 1, "remat": not config.model.remat,
+             "dcn_sampling": "matmul"}
   assert changed.keys() == set(EXECUTION_FIELDS)
   for field, value in changed.items():
     now = smoke.get_config()
     now.model[field] = value
-    checkpointing.check_compatible({"model": saved}, now, "w")
+    now.model.dcn_max_offset = 4.0 if field == "dcn_sampling" else now.model.dcn_max_offset
+    before = {**saved, "dcn_max_offset": now.model.dcn_max_offset}
+    checkpointing.check_compatible({"model": before}, now, "w")
   checkpointing.check_compatible({"model": {k: v for k, v in saved.items() if k not in EXECUTION_FIELDS}},
                                  config, "w")  # a checkpoint from before these fields existed
+
+
+def test_a_checkpoint_from_before_offsets_were_bounded_is_an_unbounded_model():
+  saved = _saved_model(smoke.get_config())
+  del saved["dcn_max_offset"], saved["dcn_sampling"]
+  checkpointing.check_compatible({"model": saved}, smoke.get_config(), "w")
+  bounded = smoke.get_config()
+  bounded.model.dcn_max_offset = 8.0
+  with pytest.raises(checkpointing.CheckpointMismatchError, match="dcn_max_offset: 0.0 in the checkpoint vs 8.0 now"):
+    checkpointing.check_compatible({"model": saved}, bounded, "w")
 
 
 def test_another_model_is_one_sentence_naming_each_differing_field():
@@ -226,11 +239,11 @@ def test_another_model_is_one_sentence_naming_each_differing_field():
   now.model.widths = (4, 8, 4)
   now.model.use_pvb = False
   now.model.remat = True  # an execution field: not named
-  del saved["lgcr_rank"]  # a checkpoint from before this field existed
+  del saved["lgcr_rank"]  # a checkpoint from before this field existed: trained with its default, 64
   with pytest.raises(checkpointing.CheckpointMismatchError) as info:
     checkpointing.check_compatible({"model": saved}, now, "runs/w")
   assert str(info.value) == (
-      "workdir runs/w holds a checkpoint of a different model (lgcr_rank: None in the checkpoint vs 2 now, "
+      "workdir runs/w holds a checkpoint of a different model (lgcr_rank: 64 in the checkpoint vs 2 now, "
       "use_pvb: True in the checkpoint vs False now, widths: [4, 4, 4] in the checkpoint vs [4, 8, 4] now); use "
       "a new --workdir, or the config it was trained with.")
   assert isinstance(info.value, ValueError)

@@ -153,3 +153,38 @@ def test_onnx_that_differs_from_the_network_is_not_written(trained_workdir, onnx
                                        r"onnxruntime, so it was not written; export --format stablehlo"):
     export.export_workdir(trained_workdir, out, fmt="onnx")
   assert not out.exists()
+
+
+def test_a_model_with_bounded_offsets_exports_at_any_size_with_the_same_results():
+  """`configs/gopro.py`'s deformable convs clip their offsets and sample by matmuls, whose blocks need static
+  sizes: loaded for inference and export, it samples by gathers (the same function), the ONNX graph with a
+  Clip."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import onnxruntime  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from configs import smoke  # pylint: disable=import-outside-toplevel
+  from simplenet_jax.models import SimpleNet  # pylint: disable=import-outside-toplevel
+
+  config = smoke.get_config()
+  config.model.widths, config.model.dcn_max_offset, config.model.dcn_sampling = (4, 4, 8), 0.5, "matmul"
+  model = SimpleNet.from_config(config.model, rngs=nnx.Rngs(3))
+  rng = np.random.default_rng(0)
+  for _, module in nnx.iter_graph(model):  # offsets large enough for the bound to bite, a residual to see
+    if isinstance(module, nnx.Conv):
+      module.kernel[...] = jax.numpy.asarray(rng.normal(scale=0.1, size=module.kernel.shape), jax.numpy.float32)
+  graphdef, params = nnx.split(model)
+  image = rng.uniform(size=(1, 20, 28, 3)).astype(np.float32)
+  want = np.asarray(jax.jit(lambda x: nnx.merge(graphdef, params)(x))(image))
+  fields = inference.any_size_fields(config.model)
+  assert (fields["dcn_sampling"], fields["dcn_tile_bytes"]) == ("gather", 1 << 20)
+  any_size = nnx.split(nnx.eval_shape(lambda: SimpleNet.from_config(fields, rngs=nnx.Rngs(0))))[0]
+  exported = export.export_stablehlo(any_size, params, platforms=("cpu",))
+  np.testing.assert_allclose(np.asarray(exported.call(image)), want, atol=2e-5)
+  session = onnxruntime.InferenceSession(export.convert_onnx(graphdef, params), providers=["CPUExecutionProvider"])
+  got = session.run(None, {session.get_inputs()[0].name: image})[0]
+  np.testing.assert_allclose(got, want, atol=2e-4)
+  unbounded = smoke.get_config()
+  unbounded.model.widths = config.model.widths
+  free = SimpleNet.from_config(unbounded.model, rngs=nnx.Rngs(3))
+  nnx.update(free, params)
+  assert np.abs(np.asarray(free(image)) - want).max() > 1e-3  # the bound changed the result

@@ -83,7 +83,8 @@ def test_tiny_model_forward_backward_and_global_residual():
 
 
 def test_odd_tiny_config_variants_run():
-  for extra in (dict(deform_groups=2, lgcr_softmax_axes="c"), dict(use_pvb=False, use_dr=False)):
+  for extra in (dict(deform_groups=2, lgcr_softmax_axes="c"), dict(use_pvb=False, use_dr=False),
+                dict(dcn_max_offset=3.0, dcn_sampling="matmul", deform_groups=2)):
     model = SimpleNet(ModelConfig(**TINY, **extra), rngs=nnx.Rngs(1))
     assert model(jnp.zeros((1, 12, 20, 3))).shape == (1, 12, 20, 3)
 
@@ -107,6 +108,9 @@ def test_bad_input_is_one_clear_sentence(shape, message):
     ("widths", (8, 16), "config.model.widths must be three positive ints"),
     ("deform_groups", 3, "config.model.deform_groups=3 must be a positive int that divides every width"),
     ("lgcr_rank", 0, "config.model.lgcr_rank must be a positive int"),
+    ("dcn_max_offset", -2.0, "config.model.dcn_max_offset must be a number of pixels ≥ 0 (0 = unbounded)"),
+    ("dcn_sampling", "matmul", 'config.model.dcn_sampling="matmul" needs config.model.dcn_max_offset > 0'),
+    ("dcn_sampling", "dense", "config.model.dcn_sampling must be one of ('gather', 'matmul')"),
     ("lgcr_softmax_axes", "hw", 'config.model.lgcr_softmax_axes must be "chw" or "c"'),
     ("use_dr", "no", "config.model.use_dr must be True or False"),
     ("lgcr_initial_slope", float("nan"), "config.model.lgcr_initial_slope must be a finite number, got nan."),

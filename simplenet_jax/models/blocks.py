@@ -51,12 +51,17 @@ class DeformConv(nnx.Module):
   3×3 convolutions of the layer's own input. Both are zero-initialised, so an untrained DeformConv is a
   plain 3×3 conv whose every tap is weighted by sigmoid(0) = 0.5. ``tile_bytes`` bounds the im2col of
   `ops.deform_conv2d` (an execution choice: it changes memory and speed, never the parameters or results).
+  ``max_offset`` > 0 clips the offsets to ± that many pixels (0: unbounded); ``sampling`` ("gather" or
+  "matmul", the TPU's path) is, like ``tile_bytes``, an execution choice.
   """
 
   def __init__(self, in_features: int, out_features: int, *, groups: int = 1,
-               tile_bytes: int = DEFAULT_TILE_BYTES, rngs: nnx.Rngs):
+               tile_bytes: int = DEFAULT_TILE_BYTES, max_offset: float = 0.0, sampling: str = "gather",
+               rngs: nnx.Rngs):
     taps = 9
     self.tile_bytes = tile_bytes
+    self.max_offset = max_offset
+    self.sampling = sampling
     zeros = nnx.initializers.zeros_init()
     self.offset_conv = nnx.Conv(in_features, 2 * groups * taps, (3, 3), padding=((1, 1),) * 2,
                                 kernel_init=zeros, rngs=rngs)
@@ -68,7 +73,8 @@ class DeformConv(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     offset = self.offset_conv(x)
     mask = jax.nn.sigmoid(self.mask_conv(x))
-    out = deform_conv2d(x, offset, mask, self.kernel[...], padding=1, tile_bytes=self.tile_bytes)
+    out = deform_conv2d(x, offset, mask, self.kernel[...], padding=1, tile_bytes=self.tile_bytes,
+                        max_offset=self.max_offset or None, sampling=self.sampling)
     return out + self.bias[...]
 
 
@@ -80,12 +86,14 @@ class PVB(nnx.Module):
   """
 
   def __init__(self, channels: int, *, deform_groups: int = 1, tile_bytes: int = DEFAULT_TILE_BYTES,
-               rngs: nnx.Rngs):
+               max_offset: float = 0.0, sampling: str = "gather", rngs: nnx.Rngs):
     self.dilated1 = conv3x3(channels, channels, dilation=1, rngs=rngs)
     self.dilated2 = conv3x3(channels, channels, dilation=2, rngs=rngs)
     self.dilated3 = conv3x3(channels, channels, dilation=3, rngs=rngs)
-    self.deform = DeformConv(channels, channels, groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
-    self.fuse = DeformConv(4 * channels, channels, groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
+    self.deform = DeformConv(channels, channels, groups=deform_groups, tile_bytes=tile_bytes, max_offset=max_offset,
+                             sampling=sampling, rngs=rngs)
+    self.fuse = DeformConv(4 * channels, channels, groups=deform_groups, tile_bytes=tile_bytes, max_offset=max_offset,
+                             sampling=sampling, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     # eq. 6: Feat_c = Concat(ReLU(Conv_d1), ReLU(Conv_d2), ReLU(Conv_d3), DeformConv) — the "+" read as ","
@@ -103,8 +111,9 @@ class DeformableResBlock(nnx.Module):
   """Deformable ResBlock, DR (Li et al. 2021, Sec. 3.3, eq. 9): Conv2D(ReLU(DeformConv(I))) + I."""
 
   def __init__(self, channels: int, *, deform_groups: int = 1, tile_bytes: int = DEFAULT_TILE_BYTES,
-               rngs: nnx.Rngs):
-    self.deform = DeformConv(channels, channels, groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
+               max_offset: float = 0.0, sampling: str = "gather", rngs: nnx.Rngs):
+    self.deform = DeformConv(channels, channels, groups=deform_groups, tile_bytes=tile_bytes, max_offset=max_offset,
+                             sampling=sampling, rngs=rngs)
     self.conv = conv3x3(channels, channels, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
+from simplenet_jax.ops.deform_conv import SAMPLINGS
 
 # What sits in LGCR's slot at the 1/4 scale (row 10 of SPEC §1; Tables 3, 5 and 6):
 GLOBAL_CONTEXTS = (
@@ -24,7 +25,7 @@ GLOBAL_CONTEXTS = (
 SOFTMAX_AXES = ("chw", "c")
 # Fields that change how the network is computed (memory, speed), never its parameters or its outputs: a
 # checkpoint resumes or evaluates under any value of them.
-EXECUTION_FIELDS = ("dcn_tile_bytes", "remat")
+EXECUTION_FIELDS = ("dcn_tile_bytes", "dcn_sampling", "remat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +44,16 @@ class ModelConfig:
   use_dr: bool = True  # False: a vanilla ResBlock in each DR's place (Table 3)
   global_context: str = "lgcr"  # the module in LGCR's slot, one of GLOBAL_CONTEXTS
   zero_init_tail: bool = True  # the untrained network is the identity (the paper gives no init)
+  # Offsets of every DeformConv clipped to ± this many pixels (configs/gopro.py: 8, for the TPU's sampling by
+  # matmuls); 0: unbounded, the paper's DCN.
+  dcn_max_offset: float = 0.0
   # How the network is computed, on every platform alike (EXECUTION_FIELDS): memory and speed, never the
   # parameters or the results. README "Accelerators" has the measured footprints.
   dcn_tile_bytes: int = DEFAULT_TILE_BYTES  # float32 im2col per tile of each deformable conv; 0 = one tile
   remat: bool = False  # recompute each stage in the backward pass instead of keeping its activations
+  # "gather" (any offsets; the CPU's fastest) or "matmul" (needs dcn_max_offset; a TPU's fastest): how the
+  # deformable convs sample, never what (`ops.deform_conv2d`).
+  dcn_sampling: str = "gather"
 
   def __post_init__(self):
     widths = tuple(self.widths)
@@ -66,6 +73,15 @@ class ModelConfig:
       if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value < math.inf:
         raise ValueError(f"config.model.{field} must be a finite number"
                          f"{'' if least == -math.inf else f' of at least {least:g}'}, got {value!r}.")
+    if (isinstance(self.dcn_max_offset, bool) or not isinstance(self.dcn_max_offset, (int, float))
+        or not 0 <= self.dcn_max_offset < math.inf):
+      raise ValueError(f"config.model.dcn_max_offset must be a number of pixels ≥ 0 (0 = unbounded), got "
+                       f"{self.dcn_max_offset!r}.")
+    if self.dcn_sampling not in SAMPLINGS:
+      raise ValueError(f"config.model.dcn_sampling must be one of {SAMPLINGS}, got {self.dcn_sampling!r}.")
+    if self.dcn_sampling == "matmul" and not self.dcn_max_offset:
+      raise ValueError('config.model.dcn_sampling="matmul" needs config.model.dcn_max_offset > 0 (its windows '
+                       'are sized by it).')
     if not _is_int(self.dcn_tile_bytes) or self.dcn_tile_bytes < 0:
       raise ValueError(f"config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got "
                        f"{self.dcn_tile_bytes!r}.")

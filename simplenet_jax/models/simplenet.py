@@ -33,8 +33,9 @@ class Stage(nnx.Module):
   """One scale of Fig. 2: ResBlock → PVB (encoder), or ResBlock → PVB → DR (decoder)."""
 
   def __init__(self, channels: int, *, decoder: bool, deform_groups: int, use_pvb: bool, use_dr: bool,
-               tile_bytes: int, rngs: nnx.Rngs):
-    deform = dict(deform_groups=deform_groups, tile_bytes=tile_bytes, rngs=rngs)
+               tile_bytes: int, max_offset: float, sampling: str, rngs: nnx.Rngs):
+    deform = dict(deform_groups=deform_groups, tile_bytes=tile_bytes, max_offset=max_offset, sampling=sampling,
+                  rngs=rngs)
     self.resblock = ResBlock(channels, rngs=rngs)
     # An ablated block is a vanilla ResBlock in the same place (Table 3).
     self.pvb = PVB(channels, **deform) if use_pvb else ResBlock(channels, rngs=rngs)
@@ -54,7 +55,7 @@ class SimpleNet(nnx.Module):
   """SimpleNet: RGB [N, H, W, 3] in [0, 1] → deblurred RGB, ``input + net(input)`` (global residual).
 
   H and W must be multiples of 4 (eval and inference pad to that and crop back). `config` (`ModelConfig`)
-  says what the network is; its ``dcn_tile_bytes`` and ``remat`` change memory and speed, never the
+  says what the network is; its ``dcn_tile_bytes``, ``dcn_sampling`` and ``remat`` change memory and speed, never the
   parameters or the outputs.
   """
 
@@ -62,7 +63,8 @@ class SimpleNet(nnx.Module):
     c1, c2, c3 = config.widths
     self.remat = config.remat
     stage = dict(deform_groups=config.deform_groups, use_pvb=config.use_pvb, use_dr=config.use_dr,
-                 tile_bytes=config.dcn_tile_bytes, rngs=rngs)
+                 tile_bytes=config.dcn_tile_bytes, max_offset=config.dcn_max_offset,
+                 sampling=config.dcn_sampling, rngs=rngs)
     self.head = conv3x3(3, c1, rngs=rngs)
     self.encoder1 = Stage(c1, decoder=False, **stage)
     self.down1 = conv3x3(c1, c2, stride=2, rngs=rngs)
