@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # in a row stop the run, with the last checkpoint intact.
   config.max_consecutive_nonfinite = 5
   config.compute_dtype = "float32"  # or "bfloat16": bf16 features and weights; f32 master weights, image, residual add
+  # TPU only: "default" runs float32 matmuls and convs as one bf16 pass; "high" (3 passes) or "highest" (float32)
+  config.matmul_precision = "default"
   # GPU: compile the step with XLA's --xla_gpu_deterministic_ops (the DCN backward's scatter-add is otherwise
   # atomic, so gradients differ in their last bits between runs); slower. Other platforms ignore it.
   config.deterministic = False

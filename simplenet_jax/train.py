@@ -137,6 +137,43 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
       nonfinite_streak=opt_state.notfinite_count, nonfinite_total=opt_state.total_notfinite)
 
 
+MATMUL_PRECISIONS = ("default", "high", "highest")
+
+
+def make_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef,
+              tx: optax.GradientTransformation) -> Any:
+  """The jitted training step, as the trainer runs it and `benchmarks/tpu_compile.py` compiles it: the state
+  replicated and donated, the batch split over the mesh's ``data`` axis, the config's compute dtype, matmul
+  precision and compiler options. `mesh` may hold devices of a TPU topology with no TPU attached."""
+  replicated = parallel.replicated(mesh)
+  step = functools.partial(train_step, graphdef=graphdef, tx=tx, learning_rate_fn=learning_rate_schedule(config),
+                           compute_dtype=COMPUTE_DTYPES[config.compute_dtype])
+
+  def step_at_precision(state, batch):
+    # A TPU runs float32 matmuls and convolutions as one bfloat16 pass unless told otherwise ("default");
+    # "highest" asks for full float32 (about 6 passes). CPUs and GPUs compute float32 either way.
+    with jax.default_matmul_precision(config.matmul_precision):
+      return step(state, batch)
+
+  return jax.jit(step_at_precision, in_shardings=(replicated, parallel.batch_sharding(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,),
+                 compiler_options=step_compiler_options(config))
+
+
+def abstract_train_state(config: ml_collections.ConfigDict,
+                         tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+  """(graphdef, the state's shapes and dtypes): nothing is allocated (`jax.eval_shape`)."""
+  graphdefs = []
+
+  def make():
+    graphdef, state = create_train_state(config, tx)
+    graphdefs.append(graphdef)
+    return state
+
+  state = jax.eval_shape(make)
+  return graphdefs[0], state
+
+
 def step_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """XLA options of the training step: `config.deterministic` asks GPUs for run-to-run identical results
   (scatter-adds without atomics); other platforms ignore the option."""
@@ -159,6 +196,9 @@ def validate_training_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.adam_eps must be in (0, 1), got {config.adam_eps!r}.")
   if not isinstance(config.deterministic, bool):
     raise ValueError(f"config.deterministic must be True or False, got {config.deterministic!r}.")
+  if config.matmul_precision not in MATMUL_PRECISIONS:
+    raise ValueError(f"config.matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got "
+                     f"{config.matmul_precision!r}.")
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"config.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got "
                      f"{config.compute_dtype!r}.")
@@ -282,11 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     logging.info("resuming from the checkpoint of step %d in %s", latest, checkpointing.checkpoint_dir(workdir))
 
   writer = metric_writers.create_default_writer(os.fspath(workdir), just_logging=jax.process_index() > 0)
-  step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, learning_rate_fn=learning_rate_schedule(config),
-                        compute_dtype=COMPUTE_DTYPES[config.compute_dtype]),
-      in_shardings=(replicated, parallel.batch_sharding(mesh)), out_shardings=(replicated, replicated),
-      donate_argnums=(0,), compiler_options=step_compiler_options(config))
+  step_fn = make_step(config, mesh, graphdef, tx)
   apply_fn = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image),
                      in_shardings=(replicated, replicated), out_shardings=replicated)
   report_progress = progress_reporter(config, writer)

@@ -226,6 +226,7 @@ def test_a_streak_of_non_finite_steps_stops_with_a_clear_message_and_keeps_good_
     ("lr_decay_rate", 1.5, "config.lr_decay_rate must be in (0, 1], got 1.5."),
     ("adam_eps", 0.0, "config.adam_eps must be in (0, 1), got 0.0."),
     ("model.dcn_tile_bytes", -1, "config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got -1."),
+    ("matmul_precision", "fp32", "config.matmul_precision must be one of ['default', 'high', 'highest']"),
 ])
 def test_bad_training_config_is_one_sentence(data_root, tmp_path, field, value, message):
   with pytest.raises(ValueError) as info:
