@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository root with the pinned dependencies (requirements.txt: the lock of the `all`
 # extra, every task's) and this package (editable);
-# `--torch` adds the torch extra (requirements-torch.txt: the PyTorch twin that the tests compare with).
+# `--torch` adds the torch extra (requirements-torch.txt: the PyTorch twin that the tests compare with);
+# `--tpu` adds XLA:TPU (requirements-tpu.txt: libtpu) in .venv/libtpu, outside the import path, for
+# benchmarks/tpu_compile.py only: CPU runs never load it (on a TPU VM, install the tpu extra instead).
 # Idempotent: a second run installs nothing unless a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +20,22 @@ if ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   cp requirements.txt "$stamp"
 fi
-if [ "${1:-}" = "--torch" ] && ! cmp -s requirements-torch.txt .venv/.requirements-torch.txt; then
-  echo "setup: installing PyTorch and torchvision for the twin tests (requirements-torch.txt; a few minutes)" >&2
-  .venv/bin/python -m pip install --quiet -r requirements-torch.txt
-  cp requirements-torch.txt .venv/.requirements-torch.txt
-fi
+for flag in "$@"; do
+  case "$flag" in
+    --torch)
+      if ! cmp -s requirements-torch.txt .venv/.requirements-torch.txt; then
+        echo "setup: installing PyTorch and torchvision for the twin tests (requirements-torch.txt; a few minutes)" >&2
+        .venv/bin/python -m pip install --quiet -r requirements-torch.txt
+        cp requirements-torch.txt .venv/.requirements-torch.txt
+      fi ;;
+    --tpu)
+      if ! cmp -s requirements-tpu.txt .venv/.requirements-tpu.txt; then
+        echo "setup: installing XLA:TPU (libtpu, ~250 MB) in .venv/libtpu for benchmarks/tpu_compile.py" >&2
+        rm -rf .venv/libtpu.partial
+        .venv/bin/python -m pip install --quiet --no-deps --target .venv/libtpu.partial -r requirements-tpu.txt
+        rm -rf .venv/libtpu && mv .venv/libtpu.partial .venv/libtpu
+        cp requirements-tpu.txt .venv/.requirements-tpu.txt
+      fi ;;
+    *) echo "error: scripts/setup.sh takes --torch and --tpu, not $flag." >&2; exit 2 ;;
+  esac
+done

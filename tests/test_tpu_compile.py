@@ -1,0 +1,64 @@
+"""XLA:TPU compiles the trainer's own step for a TPU slice on this CPU (`benchmarks/tpu_compile.py`), and
+libtpu stays out of every CPU run."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from simplenet_jax import train
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import tpu_compile  # noqa: E402  pylint: disable=wrong-import-position
+
+from configs import smoke  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.mark.slow
+def test_smoke_train_step_compiles_for_a_v5e_2x2_slice():
+  """The smoke-width step of `train.make_step` on the project's mesh over 4 v5e chips: each chip gets a
+  quarter of the batch, nothing is kept in host memory, and it fits a chip's 16 GiB."""
+  tpu_compile.use_xla_tpu()
+  mesh = tpu_compile.topology_mesh("v5e:2x2")
+  assert mesh.devices.size == 4 and all(d.platform == "tpu" for d in mesh.devices.flat)
+  config = smoke.get_config()
+  batch = 8
+  compiled = tpu_compile.lower_train(config, mesh, batch, config.data.crop_size).compile()
+  shardings = compiled.input_shardings[0][1]
+  for name in ("blur", "sharp"):
+    assert shardings[name].shard_shape((batch, 16, 16, 3)) == (batch // 4, 16, 16, 3)
+  memory = compiled.memory_analysis()
+  assert (memory.host_temp_size_in_bytes, memory.host_argument_size_in_bytes,
+          memory.host_output_size_in_bytes, memory.host_generated_code_size_in_bytes) == (0, 0, 0, 0)
+  assert 0 < memory.peak_memory_in_bytes < tpu_compile.CHIPS["v5e"].hbm_gib * tpu_compile.GIB
+  assert "tpu" in compiled.as_text().lower() or compiled.runtime_executable() is not None
+
+
+def test_the_tool_compiles_what_the_trainer_runs(monkeypatch):
+  """`train.make_step` is the one place the step is jitted: the trainer and the tool both call it."""
+  calls = []
+  original = train.make_step
+  monkeypatch.setattr(train, "make_step", lambda *a, **k: calls.append(a) or original(*a, **k))
+  config = smoke.get_config()
+  mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
+  tpu_compile.lower_train(config, mesh, 2, 16)
+  assert len(calls) == 1 and calls[0][0] is config
+
+
+def test_no_libtpu_is_one_sentence(monkeypatch, capsys):
+  monkeypatch.setattr(tpu_compile, "libtpu_path", lambda: None)
+  with pytest.raises(SystemExit) as exit_info:
+    tpu_compile.main(["--smoke"])
+  assert "XLA:TPU is not installed: run `bash scripts/setup.sh --tpu`" in str(exit_info.value)
+
+
+def test_cpu_runs_never_load_libtpu():
+  """libtpu sits outside the import path (`scripts/setup.sh --tpu`), so a plain JAX start neither finds it
+  nor logs its TPU probing."""
+  run = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices())"], capture_output=True,
+                       text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"})
+  assert run.returncode == 0 and "CpuDevice" in run.stdout
+  assert "TPU" not in run.stderr and "libtpu" not in run.stderr, run.stderr
+  assert tpu_compile.libtpu_path() is not None  # and yet the tool finds it
