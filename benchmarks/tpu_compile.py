@@ -20,7 +20,7 @@ the same compiler, the same HLO passes and the same memory assignment as on the 
   the real program's.
 * ``compute_bound_ms``: FLOPs / peak only, the estimate a FLOP count gives (what the README used to quote).
 
-Programs (paper widths, `configs/gopro.py`):
+Programs (paper widths, `configs/gopro_tpu.py`: `configs/gopro.py` with the deformable convs a TPU runs fast):
 
 * ``train``: the trainer's own step (`train.make_step`: state replicated and donated, the uint8 batch of 8 ×
   256² split over the chips), float32 at default and at highest matmul precision, and bfloat16;
@@ -55,7 +55,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import gopro
+from configs import gopro_tpu
 from configs import smoke as smoke_config
 from simplenet_jax import inference
 from simplenet_jax import parallel
@@ -151,7 +151,7 @@ def chip_of(topology: str) -> Chip:
 
 
 def paper_config(smoke: bool, dtype: str = "float32", precision: str = "default", tile_bytes: int | None = None):
-  config = gopro.get_config()
+  config = gopro_tpu.get_config()
   if smoke:
     small = smoke_config.get_config()
     config.model.widths, config.model.lgcr_rank = small.model.widths, small.model.lgcr_rank
@@ -333,7 +333,7 @@ def layer_programs(config, batch: int, crop: int) -> list[tuple[str, int, object
   return layers
 
 
-def breakdown_rows(config, topology: str, batch: int, crop: int) -> list[dict]:
+def breakdown_rows(config, topology: str, batch: int, crop: int, whole: bool = True) -> list[dict]:
   """Each layer kind as its own program, forward and forward + backward, × how often the step runs it, and
   the whole step compiled as one program (deformable convs as one tile, so no loop hides a count)."""
   chip = chip_of(topology)
@@ -357,6 +357,8 @@ def breakdown_rows(config, topology: str, batch: int, crop: int) -> list[dict]:
         out = fn(*a)
         return sum(jnp.sum(o.astype(jnp.float32) ** 2) for o in jax.tree.leaves(out))
       add(name, "forward+backward", times, jax.jit(jax.grad(loss, argnums)).lower(*args).compile())
+  if not whole:
+    return rows
   whole_config = paper_config(False, tile_bytes=0)
   whole_config.model = config.model
   whole_config.model.dcn_tile_bytes = 0
@@ -419,6 +421,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--dcn", action="store_true",
                       help="each deformable conv shape against a plain conv, gathers and matmuls (v5e:1x1)")
   parser.add_argument("--batch", type=int, default=8, help="--breakdown, --dcn: images on the one chip")
+  parser.add_argument("--layers-only", action="store_true", help="--breakdown without the whole step")
   parser.add_argument("--dcn-sampling", choices=("gather", "matmul"),
                       help="--breakdown: config.model.dcn_sampling (default: the config's, matmul)")
   parser.add_argument("--smoke", action="store_true", help="tiny widths and sizes: seconds (the test suite)")
@@ -446,7 +449,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config = paper_config(args.smoke)
     if args.dcn_sampling is not None:
       config.model.dcn_sampling = args.dcn_sampling
-    rows = breakdown_rows(config, (args.topology or ["v5e:1x1"])[0], args.batch, 32 if args.smoke else 256)
+    rows = breakdown_rows(config, (args.topology or ["v5e:1x1"])[0], args.batch, 32 if args.smoke else 256,
+                          whole=not args.layers_only)
     print_table(f"Layer kinds as their own programs (DCN sampling by {config.model.dcn_sampling}), batch "
                 f"{args.batch} on one chip: XLA:TPU cost-model estimates, not measurements",
                 [("layer", "layer", ""), ("pass", "pass", ""), ("× a step", "times", "d"),
@@ -455,8 +459,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     layers = [r for r in rows if r["pass"] == "forward+backward" or r["layer"].startswith("L1")]
     dcn = sum(r["step_est_ms"] for r in layers if r["layer"].startswith("DCN"))
     total = sum(r["step_est_ms"] for r in layers)
+    whole = f"; the whole step as one program: {rows[-1]['est_ms']:.1f} ms" if rows[-1]["pass"] == "step" else ""
     print(f"sum of the layers (forward+backward): {total:.1f} ms, of which deformable convs {dcn:.1f} ms "
-          f"({100 * dcn / total:.0f} %); the whole step as one program: {rows[-1]['est_ms']:.1f} ms")
+          f"({100 * dcn / total:.0f} %){whole}")
     write_json(args.json, {"benchmark": "tpu_compile_breakdown", "smoke": args.smoke, "rows": rows})
     return rows
 
@@ -472,7 +477,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
       print(f"{row['topology']} {row['program']} {row['dtype']} {row['precision']}: {row['hbm_needed_gib']:.2f} of "
             f"{row['hbm_gib']:g} GiB a chip, estimate {row['est_ms'] or float('nan'):.1f} ms, compiled in "
             f"{row['compile_s']:.0f} s", flush=True)
-  print_table(f"XLA:TPU compiles ({'smoke widths' if args.smoke else 'paper widths, configs/gopro.py'}); "
+  print_table(f"XLA:TPU compiles ({'smoke widths' if args.smoke else 'paper widths, configs/gopro_tpu.py'}); "
               "est ms: XLA:TPU cost-model estimate per step or image, not a measurement",
               [("program", "program", ""), ("dtype", "dtype", ""), ("precision", "precision", ""),
                ("topology", "topology", ""), ("chips", "chips", "d"), ("GiB/chip", "hbm_needed_gib", ".2f"),

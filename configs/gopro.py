@@ -13,11 +13,4 @@ def get_config():
   config.name = "gopro"
   config.data.dataset = "gopro"
   config.data.root = "data/GOPRO_Large"
-  # For TPUs: offsets within ±8 pixels (a departure from SPEC §1), so that the deformable convs sample by
-  # matmuls over windows in one tile instead of by gathers, which XLA:TPU turns into ~58× a conv's HBM
-  # traffic (README "Accelerators"). To run such a model on a CPU, gathers give the same results faster:
-  # --config.model.dcn_sampling=gather --config.model.dcn_tile_bytes=1048576 (execution fields).
-  config.model.dcn_max_offset = 8.0
-  config.model.dcn_sampling = "matmul"
-  config.model.dcn_tile_bytes = 0
   return config

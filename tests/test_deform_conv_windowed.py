@@ -13,13 +13,14 @@ from simplenet_jax.ops.deform_conv_reference import deform_conv2d_reference
 from test_deform_conv import _inputs
 from test_deform_conv import deform_conv2d_numpy
 
-CASES = [
+CASES = [  # the fast tier checks the second (groups, tiles, DCNv1); the whole suite all five
     # n, h, w, cin, cout, groups, stride, padding, dilation, offset_scale, masked, max_offset, tile_bytes
-    (2, 13, 11, 6, 5, 1, 1, 1, 1, 2.5, True, 3.0, 0),  # a quarter of the offsets clipped
+    pytest.param((2, 13, 11, 6, 5, 1, 1, 1, 1, 2.5, True, 3.0, 0), marks=pytest.mark.slow),  # 1/4 clipped
     (1, 17, 9, 4, 3, 2, 1, 1, 1, 2.5, False, 2.5, 1),  # one block row a tile: three tiles, groups, DCNv1
-    (2, 12, 15, 4, 4, 1, 2, 1, 1, 4.0, True, 4, 0),  # stride 2
-    (1, 10, 12, 3, 2, 1, 1, 2, 2, 3.0, True, 3, 0),  # dilation 2
-    (1, 9, 8, 2, 3, 1, 1, 1, 1, 12.0, True, 9.5, 0),  # samples far outside the image, fractional bound
+    pytest.param((2, 12, 15, 4, 4, 1, 2, 1, 1, 4.0, True, 4, 0), marks=pytest.mark.slow),  # stride 2
+    pytest.param((1, 10, 12, 3, 2, 1, 1, 2, 2, 3.0, True, 3, 0), marks=pytest.mark.slow),  # dilation 2
+    # samples far outside the image, a fractional bound
+    pytest.param((1, 9, 8, 2, 3, 1, 1, 1, 1, 12.0, True, 9.5, 0), marks=pytest.mark.slow),
 ]
 
 

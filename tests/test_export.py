@@ -156,7 +156,7 @@ def test_onnx_that_differs_from_the_network_is_not_written(trained_workdir, onnx
 
 
 def test_a_model_with_bounded_offsets_exports_at_any_size_with_the_same_results():
-  """`configs/gopro.py`'s deformable convs clip their offsets and sample by matmuls, whose blocks need static
+  """`configs/gopro_tpu.py`'s deformable convs clip their offsets and sample by matmuls, whose blocks need static
   sizes: loaded for inference and export, it samples by gathers (the same function), the ONNX graph with a
   Clip."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -44,7 +44,7 @@ class ModelConfig:
   use_dr: bool = True  # False: a vanilla ResBlock in each DR's place (Table 3)
   global_context: str = "lgcr"  # the module in LGCR's slot, one of GLOBAL_CONTEXTS
   zero_init_tail: bool = True  # the untrained network is the identity (the paper gives no init)
-  # Offsets of every DeformConv clipped to ± this many pixels (configs/gopro.py: 8, for the TPU's sampling by
+  # Offsets of every DeformConv clipped to ± this many pixels (configs/gopro_tpu.py: 8, for the TPU's sampling by
   # matmuls); 0: unbounded, the paper's DCN.
   dcn_max_offset: float = 0.0
   # How the network is computed, on every platform alike (EXECUTION_FIELDS): memory and speed, never the

@@ -200,9 +200,10 @@ def _to_columns(a: jax.Array, geo: _Geometry) -> jax.Array:
 def _from_columns(a: jax.Array, geo: _Geometry) -> jax.Array:
   """Inverse of `_to_columns`."""
   g = geo.groups
+  channels = a.shape[-1] // (geo.taps * g)  # Cin/G
   if g > 1:
-    a = jnp.moveaxis(a.reshape(-1, geo.block ** 2, geo.taps, g, a.shape[-1] // (geo.taps * g)), 3, 1)
-  return a.reshape(-1, geo.block ** 2 * geo.taps, a.shape[-1] // (geo.taps * g))
+    a = jnp.moveaxis(a.reshape(-1, geo.block ** 2, geo.taps, g, channels), 3, 1)
+  return a.reshape(-1, geo.block ** 2 * geo.taps, channels)
 
 
 def _merged(a: jax.Array) -> jax.Array:
