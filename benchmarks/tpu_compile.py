@@ -416,6 +416,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--topology", action="append", choices=sorted(TOPOLOGIES),
                       help=f"a TPU topology (repeatable; default: {', '.join(DEFAULT_TOPOLOGIES)})")
   parser.add_argument("--program", action="append", choices=PROGRAMS, help="a program (repeatable; default: all)")
+  parser.add_argument("--dtype", action="append", choices=("float32", "bfloat16"),
+                      help="a compute dtype (repeatable; default: both)")
   parser.add_argument("--all", action="store_true", help="every topology (hours on a 2-core CPU)")
   parser.add_argument("--breakdown", action="store_true", help="the per-layer cost breakdown (v5e:1x1)")
   parser.add_argument("--dcn", action="store_true",
@@ -466,7 +468,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
   topologies = sorted(TOPOLOGIES) if args.all else (args.topology or list(DEFAULT_TOPOLOGIES))
-  variants = [v for v in VARIANTS if not args.program or v[0] in args.program]
+  variants = [v for v in VARIANTS if (not args.program or v[0] in args.program)
+              and (not args.dtype or v[1] in args.dtype)]
   if args.smoke:
     variants = [v for v in variants if v[2] == "default"]
   rows = []
