@@ -81,12 +81,13 @@ CHIPS = {
     "v6e": Chip("TPU v6e", 32, 918, 1640),
 }
 # Topology names as `get_topology_desc` takes them, and their extra arguments: a single v5e chip is a host of
-# its own (without the bounds, "v5e:1x1" is read as one chip of a 2×2 host).
+# its own (without the bounds, "v5e:1x1" is read as one chip of a 2×2 host); a v4 chip is one megacore
+# device, as Cloud TPU runs it (without it, each of its two cores is a device with half the chip's HBM).
 TOPOLOGIES = {
     "v5e:1x1": {"chips_per_host_bounds": (1, 1, 1)},
     "v5e:2x2": {},
     "v5e:2x4": {},
-    "v4:2x2x1": {},
+    "v4:2x2x1": {"chip_config_name": "megacore"},
     "v5p:2x2x1": {},
     "v6e:1x1": {"chips_per_host_bounds": (1, 1, 1)},
     "v6e:2x4": {},
