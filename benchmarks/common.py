@@ -79,8 +79,16 @@ def import_torch():
 
 
 def write_json(path: str | None, payload: dict) -> None:
+  """Writes the results to a temporary name beside `path`, then renames it: a kill never leaves half a file."""
   if path:
-    Path(path).write_text(json.dumps({**environment(), **payload}, indent=2) + "\n")
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+      partial.write_text(json.dumps({**environment(), **payload}, indent=2) + "\n")
+      os.replace(partial, target)
+    except OSError as error:
+      partial.unlink(missing_ok=True)
+      sys.exit(f"error: cannot write {path}: {error.strerror or error}.")
     print(f"wrote {path}")
 
 
