@@ -223,6 +223,11 @@ def test_tiled_forward_and_vjp_match_autodiff_reference_float64(case):
   np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-11, atol=1e-11)
   np.testing.assert_allclose(np.asarray(out), deform_conv2d_numpy(*args, stride, padding, dilation),
                              rtol=1e-10, atol=1e-10)
+  assert_vjps_match_float64(grads, grads_ref)
+
+
+def assert_vjps_match_float64(grads, grads_ref):
+  """The four gradients (x, offset, mask or None, kernel) agree to 1e-10 and are float64."""
   for name, got, expected in zip(("x", "offset", "mask", "kernel"), grads, grads_ref):
     if expected is None:
       assert got is None

@@ -111,8 +111,9 @@ def check_shapes(x, offset, mask, kernel, out_hw) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Geometry:
-  """Static shape facts of one call (hashable: it is the custom VJP's non-differentiable argument)."""
+class ConvShape:
+  """Static shape facts of one deformable-conv call, shared by both sampling paths (hashable: part of the
+  custom VJPs' non-differentiable argument)."""
   in_hw: tuple[int, int]
   out_hw: tuple[int, int]
   kernel_hw: tuple[int, int]
@@ -120,12 +121,17 @@ class _Geometry:
   padding: tuple[int, int]
   dilation: tuple[int, int]
   groups: int
-  tile_rows: int  # output rows per tile
-  tiles: int  # tiles · tile_rows ≥ Ho; the plan and gradients are padded to that many rows
 
   @property
   def taps(self) -> int:
     return self.kernel_hw[0] * self.kernel_hw[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Geometry(ConvShape):
+  """The gather path's tiles of output rows."""
+  tile_rows: int  # output rows per tile
+  tiles: int  # tiles · tile_rows ≥ Ho; the plan and gradients are padded to that many rows
 
   @property
   def padded_hw(self) -> tuple[int, int]:

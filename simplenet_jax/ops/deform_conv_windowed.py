@@ -51,23 +51,13 @@ DEFAULT_BLOCK = 16
 
 
 @dataclasses.dataclass(frozen=True)
-class _Geometry:
-  in_hw: tuple[int, int]
-  out_hw: tuple[int, int]
-  kernel_hw: tuple[int, int]
-  stride: tuple[int, int]
-  padding: tuple[int, int]
-  dilation: tuple[int, int]
-  groups: int
+class _Geometry(gather_path.ConvShape):
+  """The matmul path's blocks, windows and tiles."""
   max_offset: float
   block: int
   blocks: tuple[int, int]  # blocks down, across (padded output: blocks · block)
   tile_blocks: int  # block rows per tile
   tiles: int
-
-  @property
-  def taps(self) -> int:
-    return self.kernel_hw[0] * self.kernel_hw[1]
 
   @property
   def reach(self) -> int:
