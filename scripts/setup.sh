@@ -12,9 +12,20 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   echo "error: simplenet-jax needs Python >= 3.11, but $PYTHON is $("$PYTHON" --version 2>&1); set PYTHON=python3.11." >&2
   exit 1
 fi
+# A full disk mid-install leaves pip's OSError and a half-installed venv; say it first, in one sentence.
+# The sizes are what each step added to a venv on x86_64, plus room for pip's unpacking.
+need_space() {  # need_space GB WHAT
+  local free_gb
+  free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt "$1" ]; then
+    echo "error: setup needs about $1 GB free for $2, but only $free_gb GB are free here; free some space and rerun." >&2
+    exit 1
+  fi
+}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.requirements.txt
 if ! cmp -s requirements.txt "$stamp"; then
+  need_space 5 "the pinned dependencies (requirements.txt)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
@@ -24,12 +35,14 @@ for flag in "$@"; do
   case "$flag" in
     --torch)
       if ! cmp -s requirements-torch.txt .venv/.requirements-torch.txt; then
+        need_space 9 "PyTorch and torchvision (a CUDA build of about 5.6 GB, the one the registry serves on x86_64)"
         echo "setup: installing PyTorch and torchvision for the twin tests (requirements-torch.txt; a few minutes)" >&2
         .venv/bin/python -m pip install --quiet -r requirements-torch.txt
         cp requirements-torch.txt .venv/.requirements-torch.txt
       fi ;;
     --tpu)
       if ! cmp -s requirements-tpu.txt .venv/.requirements-tpu.txt; then
+        need_space 1 "XLA:TPU (libtpu)"
         echo "setup: installing XLA:TPU (libtpu, ~250 MB) in .venv/libtpu for benchmarks/tpu_compile.py" >&2
         rm -rf .venv/libtpu.partial
         .venv/bin/python -m pip install --quiet --no-deps --target .venv/libtpu.partial -r requirements-tpu.txt
