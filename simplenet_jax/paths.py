@@ -6,12 +6,15 @@ reaches the bucket through TensorFlow's gfile or fsspec, as orbax, clu and TFDS 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 
 from etils import epath
 
 URL_SCHEMES = ("gs://", "s3://", "az://", "hf://")
+PARTIAL = ".partial"  # the suffix of a file being written; no command takes such a name for a finished output
 PROBE_SECONDS = 60.0  # a bucket that does not answer by then is reported unreachable
 
 
@@ -67,3 +70,33 @@ def check_writable(folder: epath.Path, what: str, flag: str) -> None:
   except Exception as error:  # pylint: disable=broad-except  # OSError here, gfile's own errors on a bucket
     reason = getattr(error, "strerror", None) or first_line(error)
     raise ValueError(f"cannot write to the {what} {folder} ({reason}); pass {flag} with a writable folder.") from None
+
+
+def partial_path(path: epath.Path) -> epath.Path:
+  """Where `path` is written before it is complete: a hidden name in the same folder (so the rename is
+  atomic), ending in PARTIAL, which no reader or rerun takes for a finished file."""
+  return path.with_name(f".{path.name}{PARTIAL}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+  """Opens `path` for writing so that it appears complete or not at all: locally the data goes to
+  `partial_path(path)`, which is renamed over `path` only after the block ends without an exception (a kill,
+  a full disk or an error leaves at most the partial file, which the next write replaces). A bucket object
+  is written once, when the upload completes, which is already atomic."""
+  path = epath.Path(path)
+  if is_url(path):
+    with path.open(mode) as f:
+      yield f
+    return
+  partial = partial_path(path)
+  try:
+    with partial.open(mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(partial, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      partial.unlink()
+    raise
