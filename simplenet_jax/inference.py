@@ -214,6 +214,17 @@ def run_batch(deblur_fn: ApplyFn, images: list[np.ndarray], batch_size: int) -> 
   return np.asarray(photos.to_uint8(deblur_fn(photos.to_float(filled))))[:len(images)]
 
 
+def frames_fn(network: ApplyFn, height: int, width: int, *, tile: int | None = None,
+              overlap: int = tiling.DEFAULT_OVERLAP, max_pixels: int = tiling.DEFAULT_MAX_PIXELS,
+              ensemble: bool = False, batch_size: int = 1) -> Callable[[list[np.ndarray]], np.ndarray]:
+  """The function that deblurs a list of uint8 height×width frames of a video (at most `batch_size` per call,
+  one compiled shape): what `deblur_photos` does to a photo of that size (the same tiling and ensemble), in
+  batches."""
+  size = tile if tile is not None else tiling.auto_tile(height * width, max_pixels)
+  deblur_fn = make_deblur_fn(network, ensemble=ensemble, tile=size, overlap=overlap)
+  return lambda frames: run_batch(deblur_fn, frames, batch_size)
+
+
 @dataclasses.dataclass
 class PhotoRun:
   done: int  # photos deblurred and written

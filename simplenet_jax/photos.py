@@ -22,22 +22,24 @@ from PIL import Image
 from PIL import ImageOps
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")  # simplenet_jax.video reads them (with PyAV)
 # What reading a damaged, truncated or foreign file raises (Pillow; pypng, whose corrupt data is a zlib.error).
 READ_ERRORS = (OSError, ValueError, png.Error, zlib.error)
 
 
-def find_photos(patterns: list[str]) -> tuple[list[pathlib.Path], list[str]]:
-  """(the photo files that files, folders or glob `patterns` name; the patterns that matched none), in a
-  stable order."""
+def find_photos(patterns: list[str], suffixes: tuple[str, ...] = PHOTO_SUFFIXES
+                ) -> tuple[list[pathlib.Path], list[str]]:
+  """(the files with one of `suffixes` that files, folders or glob `patterns` name; the patterns that matched
+  none), in a stable order."""
   files, unmatched = [], []
   for pattern in patterns:
     path = pathlib.Path(pattern)
     if path.is_dir():
-      found = sorted(p for p in path.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+      found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith("."))
     elif path.is_file():
       found = [path]
     else:
-      found = sorted(pathlib.Path(p) for p in glob.glob(pattern) if pathlib.Path(p).suffix.lower() in PHOTO_SUFFIXES)
+      found = sorted(pathlib.Path(p) for p in glob.glob(pattern) if pathlib.Path(p).suffix.lower() in suffixes)
     if not found:
       unmatched.append(pattern)
     files += [f for f in found if f not in files]
