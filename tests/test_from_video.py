@@ -160,6 +160,18 @@ def test_scene_cut_and_still_stretch_are_skipped_and_counted(tmp_path, capsys, s
   assert "Skipped 1 windows with a scene cut, 1 near-static windows (above 40 dB)" in stdout
 
 
+@pytest.mark.parametrize("changes, cut", [
+    ([7, 7, 40, 7, 7, 7], True),  # another shot mid-window, the camera moving in both
+    ([0, 0, 0, 30, 0, 0], True),  # another shot in a still scene
+    ([0, 0, 0, 12, 12, 12], False),  # the camera starts moving mid-window: blur, not a cut
+    ([20, 22, 25, 21, 24, 23], False),  # a fast pan changes every frame alike
+    ([0.5, 0.4, 6, 0.5, 0.6, 0.5], False),  # a flicker below CUT_MIN_LEVELS
+])
+def test_a_scene_cut_is_one_change_far_above_every_other(changes, cut):
+  lumas = [np.full((4, 6), level, np.float32) for level in np.concatenate([[50.0], 50 + np.cumsum(changes)])]
+  assert video_pairs.has_scene_cut(lumas) == cut
+
+
 def test_each_clip_is_one_scene_in_one_split(tmp_path, capsys, shake_clip, caplog):
   frames, _ = shake_clip
   sources = tmp_path / "clips"
