@@ -315,18 +315,22 @@ def test_bad_input_is_one_sentence_and_exit_1(tmp_path, capsys, shake_clip, case
 
 
 @pytest.mark.slow
-def test_command_line_writes_pairs_and_reports_errors_without_traceback(tmp_path, shake_clip):
-  clip = write_clip(tmp_path / "shake.mkv", shake_clip[0])
+def test_command_line_pairs_feed_prepare_and_bad_input_has_no_traceback(tmp_path, shake_clip):
+  clips = [write_clip(tmp_path / "shake.mkv", shake_clip[0]), write_clip(tmp_path / "again.mkv", shake_clip[0][:18])]
   (tmp_path / "notes.mp4").write_text("hello")
 
-  def cli(*args):
-    return subprocess.run([sys.executable, "-m", "simplenet_jax.data.from_video", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)
+  def cli(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
 
-  done = cli("--source", clip, "--out", tmp_path / "pairs", "--frames", 9, 9)
-  assert done.returncode == 0, done.stderr
-  assert "train: 4 pairs from 1 clips" in done.stdout and f"Wrote the data set to {tmp_path / 'pairs'}" in done.stdout
-  assert "WARNING: No clip goes to test/" in done.stderr
-  bad = cli("--source", tmp_path / "notes.mp4", "--out", tmp_path / "other")
+  out = tmp_path / "pairs"
+  done = cli("simplenet_jax.data.from_video", "--source", *clips, "--out", out, "--frames", 9, 9)
+  assert done.returncode == 0 and not done.stderr, done.stderr
+  assert "train: 2 pairs from 1 clips" in done.stdout and "test: 4 pairs from 1 clips" in done.stdout
+  assert f"Wrote the data set to {out}" in done.stdout
+  built = cli("simplenet_jax.data.prepare", "--dataset", "folder", "--source", out)  # as the README says
+  assert built.returncode == 0, built.stderr[-2000:]
+  assert "train: 2 pairs" in built.stdout and "test: 4 pairs" in built.stdout
+  bad = cli("simplenet_jax.data.from_video", "--source", tmp_path / "notes.mp4", "--out", tmp_path / "other")
   assert bad.returncode == 1 and "Traceback" not in bad.stderr
   assert bad.stderr.startswith(f"error: {tmp_path / 'notes.mp4'} is not a video FFmpeg can read (")
