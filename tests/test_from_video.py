@@ -211,7 +211,7 @@ def test_frame_rate_warning_capture_fps_and_min_fps(tmp_path, capsys, caplog, sh
     code, _, _ = run(capsys, "--source", clip, "--out", tmp_path / "a", "--frames", 9, 9)
   warnings = [r.getMessage() for r in caplog.records if "fps" in r.getMessage()]
   assert code == 0 and warnings == [
-      "1 clips are below 120 fps (slowmo.mkv: 30 fps, where 9–9 frames are a 300–300 ms exposure whose averaged "
+      "1 of the clips are below 120 fps (slowmo.mkv: 30 fps, where 9 frames are a 300 ms exposure whose averaged "
       "frames ghost rather than blur; GoPro: 240 fps, 29–54 ms): pass --capture-fps if it is slow motion re-timed, "
       "or --min-fps to skip such clips."]
   caplog.clear()
@@ -261,8 +261,8 @@ def test_truncated_clip_keeps_the_pairs_that_decode_and_names_the_lost_frames(tm
   assert 9 <= first_lost < 36 and last_lost == 35 and record["decoded_frames"] == first_lost
   assert record["pairs"] == first_lost // 9 >= 1 and f"train: {record['pairs']} pairs" in stdout
   assert stderr == [f"error: {clip.resolve()} is damaged: {36 - first_lost} of 36 frames did not decode (frames "
-                    f"{first_lost}–35; the file ends early), so its {record['pairs']} pairs come from the frames that "
-                    "did; copy or export the clip again to use the rest."]
+                    f"{first_lost}–35; the stream ends early), so its {record['pairs']} pairs come from the frames "
+                    "that did; copy or export the clip again to use the rest."]
 
 
 def audio_only(path: pathlib.Path) -> pathlib.Path:
@@ -282,7 +282,9 @@ def test_bad_input_is_one_sentence_and_exit_1(tmp_path, capsys, shake_clip, case
   out, args = tmp_path / "pairs", []
   if case == "text named .mp4":
     (tmp_path / "notes.mp4").write_text("hello")
-    source, expected = tmp_path / "notes.mp4", (f"error: {tmp_path / 'notes.mp4'} is not a video FFmpeg can read (")
+    source = tmp_path / "notes.mp4"
+    expected = (f"error: {source} is not a video FFmpeg can read (Invalid data found when processing input); "
+                "remove it from --source, or export it again if the recording was cut short.")
   elif case == "audio only":
     source = audio_only(tmp_path / "voice.mkv")
     expected = f"error: {source} has no video stream (it holds audio); remove it from --source."

@@ -176,9 +176,14 @@ def probe_clip(path: pathlib.Path, scene: str, capture_fps: float | None) -> Cli
       stream_fps = float(rate) if rate else float(capture_fps)
       expected, exact = _expected_frames(container, stream, stream_fps)
   except av.FFmpegError as error:
-    raise DatasetError(f"{path} is not a video FFmpeg can read ({paths.first_line(error)}); remove it from "
+    raise DatasetError(f"{path} is not a video FFmpeg can read ({_reason(error)}); remove it from "
                        "--source, or export it again if the recording was cut short.") from None
   return Clip(path, scene, float(capture_fps or stream_fps), stream_fps, expected, exact)
+
+
+def _reason(error: av.FFmpegError) -> str:
+  """FFmpeg's words without the errno and the file name, which the sentence around them already gives."""
+  return getattr(error, "strerror", None) or paths.first_line(error)
 
 
 def _expected_frames(container, stream, fps: float) -> tuple[int | None, bool]:
@@ -245,7 +250,7 @@ def decode_frames(path: pathlib.Path, decoding: Decoding) -> Iterator[tuple[int,
           frames = packet.decode()
         except av.FFmpegError as error:
           if packet.size:
-            decoding.lose(index, index, paths.first_line(error))
+            decoding.lose(index, index, _reason(error))
             yield index, None
             index += 1
           continue
@@ -258,7 +263,7 @@ def decode_frames(path: pathlib.Path, decoding: Decoding) -> Iterator[tuple[int,
             yield index, frame
           index += 1
     except av.FFmpegError as error:  # the demuxer cannot go on: the rest of the file is lost
-      decoding.reason = decoding.reason or paths.first_line(error)
+      decoding.reason = decoding.reason or _reason(error)
   decoding.finished = True
 
 
@@ -374,7 +379,7 @@ def clip_pairs(clip: Clip, split: str, out: pathlib.Path, recipe: Recipe, record
   length = int(rng.choice(lengths))
   start = 0
   recent: collections.deque = collections.deque(maxlen=max(lengths))  # (index, rgb, luma) of the last frames
-  resize = None
+  resize, first_shape = None, None
   decoding = Decoding()
   frames = decode_frames(clip.path, decoding)
   bar = tqdm.tqdm(total=clip.expected_frames, desc=clip.scene, unit="frame", disable=None, leave=False)
@@ -389,8 +394,13 @@ def clip_pairs(clip: Clip, split: str, out: pathlib.Path, recipe: Recipe, record
         continue  # between windows (a stride longer than the window): not even converted
       rgb = upright_rgb(frame)
       if resize is None:
-        resize = Resize.plan(rgb.shape[0], rgb.shape[1], recipe.size)
+        first_shape, resize = rgb.shape, Resize.plan(rgb.shape[0], rgb.shape[1], recipe.size)
         result.rotation_deg, result.size = int(frame.rotation or 0), (resize.out_height, resize.out_width)
+        if result.rotation_deg % 90:
+          _log.warning("%s asks to be shown turned by %d°; only quarter turns are applied, so its pairs are not "
+                       "turned.", clip.path, result.rotation_deg)
+      if rgb.shape != first_shape:  # a stream that changes size mid-way: keep the first frame's
+        rgb = np.asarray(Image.fromarray(rgb).resize(first_shape[1::-1], Image.Resampling.LANCZOS))
       rgb = resize(rgb)
       recent.append((index, rgb, small_luma(rgb)))
       if index < start + length - 1:
@@ -433,7 +443,7 @@ def _count_lost_tail(clip: Clip, decoding: Decoding) -> None:
     return
   missing = clip.expected_frames - seen
   if missing > (0 if clip.exact_count else max(1, _COUNT_SLACK * clip.expected_frames)):
-    decoding.lose(seen, clip.expected_frames - 1, decoding.reason or "the file ends early")
+    decoding.lose(seen, clip.expected_frames - 1, decoding.reason or "the stream ends early")
 
 
 def _write_pair(scene_dir: pathlib.Path, name: str, blur: np.ndarray, sharp: np.ndarray) -> None:
@@ -465,7 +475,7 @@ def build_pairs(out: str | os.PathLike, sources: Sequence[str | os.PathLike], re
   damaged mid-way still gives the pairs of the frames that decoded; meta.json's `clips` names its lost frames.
   """
   recipe.check()
-  out = pathlib.Path(out).expanduser().absolute()
+  out = pathlib.Path(out).expanduser().resolve()
   clip_paths = find_clips(sources)
   if any(out == p or out in p.parents for p in clip_paths):
     raise DatasetError(f"--out {out} holds the videos it would be made from; choose another --out.")
@@ -478,7 +488,7 @@ def build_pairs(out: str | os.PathLike, sources: Sequence[str | os.PathLike], re
     raise DatasetError(f"All {len(clips)} clips are below --min-fps {recipe.min_fps:g} (the fastest is "
                        f"{max(c.fps for c in clips):g} fps); lower --min-fps or pass --capture-fps.")
   splits = dict(zip((c.path for c in kept), split_clips(len(kept), recipe.test_fraction, recipe.seed)))
-  if len(kept) == 1 or "test" not in splits.values():
+  if "test" not in splits.values():
     _log.warning("No clip goes to test/ (%d clips, --test-fraction %g), and training evaluates on test/: add "
                  "another clip (a clip's frames never go to both splits, or the test would score scenes the model "
                  "trained on).", len(kept), recipe.test_fraction)
@@ -517,15 +527,20 @@ def build_pairs(out: str | os.PathLike, sources: Sequence[str | os.PathLike], re
 
 
 def _warn_low_fps(slow: list[Clip], recipe: Recipe) -> None:
+  """One line for all the slow clips, naming the slowest."""
   if not slow:
     return
   low, high = min(odd_lengths(recipe.frames)), max(odd_lengths(recipe.frames))
   clip = min(slow, key=lambda c: c.fps)
-  _log.warning("%d clips are below %d fps (%s: %g fps, where %d–%d frames are a %.0f–%.0f ms exposure whose "
-               "averaged frames ghost rather than blur; GoPro: %d fps, %.0f–%.0f ms): pass --capture-fps if it is "
-               "slow motion re-timed, or --min-fps to skip such clips.", len(slow), LOW_FPS, clip.path.name,
-               clip.fps, low, high, 1000 * low / clip.fps, 1000 * high / clip.fps, GOPRO_FPS,
-               1000 * GOPRO_FRAMES[0] / GOPRO_FPS, 1000 * GOPRO_FRAMES[1] / GOPRO_FPS)
+
+  def span(a: float, b: float, unit: str = "") -> str:
+    return f"{a:.0f}{unit}" if round(a) == round(b) else f"{a:.0f}–{b:.0f}{unit}"
+
+  _log.warning("%d of the clips are below %d fps (%s: %g fps, where %s frames are a %s exposure whose averaged "
+               "frames ghost rather than blur; GoPro: %d fps, %s): pass --capture-fps if it is slow motion "
+               "re-timed, or --min-fps to skip such clips.", len(slow), LOW_FPS, clip.path.name, clip.fps,
+               span(low, high), span(1000 * low / clip.fps, 1000 * high / clip.fps, " ms"), GOPRO_FPS,
+               span(1000 * GOPRO_FRAMES[0] / GOPRO_FPS, 1000 * GOPRO_FRAMES[1] / GOPRO_FPS, " ms"))
 
 
 def _psnr_summary(values: Sequence[float]) -> dict:
