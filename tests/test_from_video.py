@@ -158,6 +158,8 @@ def test_scene_cut_and_still_stretch_are_skipped_and_counted(tmp_path, capsys, s
   summary = json.loads((out / "meta.json").read_text())["summary"]
   assert summary["skipped"] == {"scene_cut": 1, "static": 1, "slow_clips": 0}
   assert "Skipped 1 windows with a scene cut, 1 near-static windows (above 40 dB)" in stdout
+  code, _, _ = run(capsys, "--source", clip, "--out", out, "--frames", 9, 9, "--static-psnr", "inf", "--overwrite")
+  assert code == 0 and len(list((out / "train" / "cuts" / "sharp").iterdir())) == 3  # the still window too
 
 
 @pytest.mark.parametrize("changes, cut", [

@@ -48,8 +48,8 @@ META_FILE = "meta.json"
 META_VERSION = 1
 
 # A scene cut is one frame-to-frame change far larger than any other in the window; camera motion, however
-# fast, changes consecutive pairs of frames alike. Luma is compared at about CUT_SIDE pixels across, where motion of
-# a few pixels barely registers but a different shot does.
+# fast, changes consecutive pairs of frames alike. Luma is compared at about CUT_SIDE pixels across, where
+# motion of a few pixels barely registers but a different shot does.
 CUT_RATIO = 4.0
 CUT_MIN_LEVELS = 10.0  # mean absolute luma difference, 8-bit levels, below which no change is a cut
 CUT_SIDE = 32
@@ -313,10 +313,11 @@ class Resize:
 
 
 def gopro_pair(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-  """The blurred image and its sharp target from N consecutive uint8 sRGB frames, N odd (Nah et al. 2017,
-  eq. 2): the frames' mean in linear light, and the middle frame.
+  """The blurred image and its sharp target from N consecutive uint8 sRGB frames, N odd: the frames' mean in
+  linear light, and the middle frame.
 
-  The mean is of light, not of sRGB codes: GoPro's own `blur` (not `blur_gamma`) did the same.
+  Nah et al. (2017) average through the inverse of the camera response (a gamma of 2.2); here it is the sRGB
+  curve of `linear_light`, the one the synthesizer blurs with, so that both kinds of pair agree.
   """
   total = np.zeros(frames[0].shape, np.float64)
   for frame in frames:
