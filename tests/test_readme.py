@@ -25,8 +25,8 @@ BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 # How each README command is started → the argv prefix that runs it here.
-MODULE_CLIS = ("simplenet_jax.data.synthesize", "simplenet_jax.data.prepare", "simplenet_jax.complexity",
-               "simplenet_jax.deblur", "simplenet_jax.export", "simplenet_jax.app")
+MODULE_CLIS = ("simplenet_jax.data.synthesize", "simplenet_jax.data.prepare", "simplenet_jax.data.from_video",
+               "simplenet_jax.complexity", "simplenet_jax.deblur", "simplenet_jax.export", "simplenet_jax.app")
 CONSOLE_SCRIPTS = {"simplenet-deblur": "simplenet_jax.deblur", "simplenet-demo": "simplenet_jax.app"}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from skimage import transform as sk_transform
@@ -201,22 +202,31 @@ def margin_for(shake: Shake, height: int, width: int) -> int:
   return int(math.ceil(np.abs(moved - border).max())) + 2
 
 
-def render_blur(canvas: np.ndarray, shake: Shake, height: int, width: int, margin: int) -> np.ndarray:
-  """Average of the sub-frames in linear light: float [height, width, 3] in [0, 1] (linear).
+def render_sub_frames(canvas: np.ndarray, shake: Shake, height: int, width: int,
+                      margin: int) -> Iterator[np.ndarray]:
+  """The sub-frames a high-speed camera would record during the exposure, one at a time: float
+  [height, width, 3] in [0, 1] (linear).
 
-  `canvas` is uint8 sRGB with `margin` extra pixels on every side. Sub-frames are sampled bilinearly from the
-  canvas in linear light (light, not sRGB codes, mixes between pixels); a still pose (the middle sub-frame)
-  is copied exactly.
+  `canvas` is uint8 sRGB with `margin` extra pixels on every side. Each sub-frame is sampled bilinearly from the
+  canvas in linear light (light, not sRGB codes, mixes between pixels); a still pose (the middle sub-frame) is
+  copied exactly. One at a time, so that a long exposure never holds all its sub-frames in memory.
   """
   linear = linear_light.linear_from_uint8(canvas)
   inside = linear[margin:margin + height, margin:margin + width]
-  total = np.zeros((height, width, 3), dtype=np.float64)
   for homography, pixel_map in zip(shake.homographies(), pixel_maps(shake, height, width, margin)):
     if np.array_equal(homography, np.eye(3)):
-      total += inside
+      yield inside
     else:
-      total += sk_transform.warp(linear, sk_transform.ProjectiveTransform(matrix=pixel_map),
-                                 output_shape=(height, width), order=1, mode="edge", preserve_range=True)
+      yield sk_transform.warp(linear, sk_transform.ProjectiveTransform(matrix=pixel_map),
+                              output_shape=(height, width), order=1, mode="edge", preserve_range=True)
+
+
+def render_blur(canvas: np.ndarray, shake: Shake, height: int, width: int, margin: int) -> np.ndarray:
+  """Average of the sub-frames (`render_sub_frames`) in linear light: float [height, width, 3] in [0, 1]
+  (linear)."""
+  total = np.zeros((height, width, 3), dtype=np.float64)
+  for sub_frame in render_sub_frames(canvas, shake, height, width, margin):
+    total += sub_frame
   return total / shake.num_sub_frames
 
 
