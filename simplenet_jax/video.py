@@ -41,9 +41,10 @@ DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31, "libsvtav1": 35}  # visually los
 CRF_RANGE = {"libx264": (0, 51), "libvpx-vp9": (0, 63), "libsvtav1": (1, 63)}
 LOSSLESS_PIX_FMT = "bgr0"  # FFV1's 8-bit RGB
 # Which codecs each container takes; a codec a container cannot hold goes to .mkv (Matroska takes them all).
-CONTAINER_CODECS = {".mp4": {"libx264", "libvpx-vp9", "libsvtav1"}, ".mov": {"libx264", "libsvtav1"},
+CONTAINER_CODECS = {".mp4": {"libx264", "libvpx-vp9", "libsvtav1"}, ".m4v": {"libx264"},
+                    ".mov": {"libx264", "libsvtav1"},
                     ".webm": {"libvpx-vp9", "libsvtav1"}, ".avi": {"libx264"}, ".mkv": set(CODECS.values())}
-FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
+FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
 CHUNK_FRAMES = 64  # frames per resumable chunk: what a kill can cost, against a key frame per chunk
 
 
@@ -275,7 +276,8 @@ def _chunk_dir(target: epath.Path) -> pathlib.Path:
   return pathlib.Path(os.fspath(target.parent)) / f".{target.name}.chunks"
 
 
-def _batch_size(settings: VideoSettings, pixels: int, max_pixels: int) -> int:
+def batch_size_for(settings: VideoSettings, pixels: int, max_pixels: int) -> int:
+  """Frames per network call: --batch-size, else as many frames as `max_pixels` holds (1 to 8)."""
   if settings.batch_size:
     return settings.batch_size
   return int(np.clip(max_pixels // max(pixels, 1), 1, 8))
@@ -311,7 +313,7 @@ def deblur_video(make_frames_fn: Callable[[int, int, int], FramesFn], source: pa
                 "chunk_frames": settings.chunk_frames, **identity}
     chunks = _chunk_dir(target)
     _reset_if_changed(chunks, manifest)
-    batch_size = _batch_size(settings, probe.width * probe.height, max_pixels)
+    batch_size = batch_size_for(settings, probe.width * probe.height, max_pixels)
     deblur_fn = make_frames_fn(probe.height, probe.width, batch_size)
     total = probe.expected_frames
     if total and (settings.start is not None or settings.end is not None) and probe.rate:

@@ -191,3 +191,14 @@ def test_ablation_curves_compare_the_same_seeds_and_steps():
   text = ablation.curve_table(results, points=3)
   assert "| step 50 | step 70 | step 100 |" in text and "| SimpleNet (PVB + LGCR + DR) | 20.20 | 20.40 | 20.70 |" in text
   assert "| Baseline1: no DR | +0.250 | +0.250 | +0.250 |" in text
+
+
+@pytest.mark.slow
+def test_video_benchmark_smoke_times_the_network_and_the_codec(tmp_path, capsys):
+  out = tmp_path / "video.json"
+  stdout = _run_benchmark(capsys, "video.py", "--smoke", "--json", str(out))
+  (row,) = json.loads(out.read_text())["rows"]
+  assert (row["model"], row["size"], row["frames"]) == ("demo", "64x36", 4)
+  assert row["frames_per_s"] > 0 and 0 < row["codec_share"] < 1
+  assert abs(row["minutes_per_video_second"] - 30 / row["frames_per_s"] / 60) < 1e-9
+  assert "frames/s" in stdout and "codec share" in stdout

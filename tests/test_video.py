@@ -295,3 +295,11 @@ def test_kill_9_mid_clip_then_rerun_gives_the_uninterrupted_file(trained_workdir
     np.testing.assert_array_equal(frame, reference_frame)
   assert result["audio_packets"] == expected["audio_packets"]
   assert not chunks.exists()
+
+
+def test_both_video_commands_take_the_same_files():
+  from simplenet_jax import photos  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.data import video_pairs  # pylint: disable=g-import-not-at-top
+  from simplenet_jax import video  # pylint: disable=g-import-not-at-top
+  assert photos.VIDEO_SUFFIXES == video_pairs.VIDEO_SUFFIXES
+  assert set(video.FORMATS) == set(photos.VIDEO_SUFFIXES) == set(video.CONTAINER_CODECS)

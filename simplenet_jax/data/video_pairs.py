@@ -37,7 +37,7 @@ from simplenet_jax.data import layouts
 from simplenet_jax.data.images import DatasetError
 from simplenet_jax.data.synthesis import linear_light
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # as photos.VIDEO_SUFFIXES (photos imports JAX)
 GOPRO_FRAMES = (7, 13)  # frames averaged per blurred image in GoPro
 GOPRO_FPS = 240  # GoPro's capture rate: 7–13 frames are a 29–54 ms exposure
 LOW_FPS = 120  # below this, a 7-frame window is over 58 ms and moving edges ghost rather than smear
