@@ -26,10 +26,31 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     sys.path.insert(0, root)
   spec = importlib.util.spec_from_file_location(f"_simplenet_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as error:
+    raise ValueError(f"config file {path} has a syntax error at line {error.lineno}: {error.msg}.") from None
+  except Exception as error:  # pylint: disable=broad-except  # whatever the file's own code raises
+    raise ValueError(f"config file {path} failed to load at line {_line_in(error, path)}: "
+                     f"{type(error).__name__}: {error}.") from None
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path} defines no get_config() function.")
-  return module.get_config()
+  try:
+    return module.get_config()
+  except Exception as error:  # pylint: disable=broad-except
+    raise ValueError(f"config file {path}'s get_config() failed at line {_line_in(error, path)}: "
+                     f"{type(error).__name__}: {error}.") from None
+
+
+def _line_in(error: BaseException, path: pathlib.Path) -> int | str:
+  """The line of `path` where `error` was raised (the innermost frame in that file), or "?"."""
+  line, tb = "?", error.__traceback__
+  resolved = str(path.resolve())
+  while tb is not None:
+    if str(pathlib.Path(tb.tb_frame.f_code.co_filename).resolve()) == resolved:
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  return line
 
 
 def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     return _fail(str(error))
   failures = [(pattern, "matched no photo or video") for pattern in unmatched]
   if files:
-    run = inference.deblur_photos(network, files, out, tile=args.tile, overlap=args.overlap,
-                                  max_pixels=args.max_pixels, ensemble=args.ensemble, overwrite=args.overwrite)
+    try:
+      run = inference.deblur_photos(network, files, out, tile=args.tile, overlap=args.overlap,
+                                    max_pixels=args.max_pixels, ensemble=args.ensemble, overwrite=args.overwrite)
+    except ValueError as error:
+      return _fail(str(error))
     failures += run.failures
     print(f"deblurred {run.done} photo(s) into {out} with the checkpoint of step {step}"
           + (f"; kept {run.skipped} existing output(s) (--overwrite replaces them)" if run.skipped else ""))

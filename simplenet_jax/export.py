@@ -105,14 +105,17 @@ def export_onnx(graphdef: nnx.GraphDef, params: nnx.State,
 
 
 def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: str = "stablehlo",
-                   checkpoint: str = "latest", say: Callable[[str], None] = lambda _: None) -> dict:
-  """Writes a workdir's checkpoint as `fmt` to `out`; returns what was written (for the printed line).
-  `say` hears its progress."""
+                   checkpoint: str = "latest", say: Callable[[str], None] = lambda _: None,
+                   overwrite: bool = False) -> dict:
+  """Writes a workdir's checkpoint as `fmt` to `out` (an existing file only if `overwrite`); returns what was
+  written (for the printed line). `say` hears its progress."""
   if fmt not in FORMATS:
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
   out = paths.user_path(out)
   if out.is_dir():
     raise ValueError(f"--out {out} is a folder; pass a file name, e.g. {out / f'simplenet.{fmt}'}.")
+  if out.exists() and not overwrite:
+    raise ValueError(f"--out {out} exists; pass --overwrite to replace it, or another --out.")
   paths.check_writable(out.parent, "output folder", "--out")
   config, graphdef, params, step = inference.load_parameters(workdir, checkpoint)
   written = {"out": os.fspath(out), "format": fmt, "step": step, "config": config.get("name", "?"),
@@ -126,7 +129,12 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     artifact, deviation = export_onnx(graphdef, params, say)
     written.update(platforms=("onnxruntime",), input="'blurred' [N, H, W, 3] float32 in [0, 1], any H and W",
                    deviation=deviation)
-  out.write_bytes(artifact)
+  try:
+    with paths.atomic_write(out) as f:  # a kill or a full disk never leaves half a model
+      f.write(artifact)
+  except OSError as error:
+    raise ValueError(f"cannot write {out} ({error.strerror or paths.first_line(error)}); nothing was written; "
+                     "free some space or pass another --out.") from None
   written["bytes"] = len(artifact)
   return written
 
@@ -137,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="the file to write (a local path or a bucket URL)")
   parser.add_argument("--format", choices=FORMATS, default="stablehlo", help="default stablehlo")
   parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.ERROR)
   try:
     written = export_workdir(args.workdir, args.out, fmt=args.format, checkpoint=args.checkpoint,
-                             say=lambda message: print(message, file=sys.stderr, flush=True))
+                             say=lambda message: print(message, file=sys.stderr, flush=True),
+                             overwrite=args.overwrite)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

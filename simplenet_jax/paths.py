@@ -54,8 +54,10 @@ def check_reachable(path: str | os.PathLike, what: str, *, seconds: float = PROB
     raise ValueError(f"cannot reach the {what} {path} ({first_line(outcome['error'])}); {hint}.")
 
 
-def first_line(error: BaseException) -> str:
-  return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """The error's first line, without tensorstore's JSON spec, at most `limit` characters."""
+  line = (str(error).strip().splitlines() or [type(error).__name__])[0].split(" [tensorstore_spec")[0]
+  return (line if len(line) <= limit else line[:limit - 1] + "…").rstrip(".")
 
 
 def check_writable(folder: epath.Path, what: str, flag: str) -> None:

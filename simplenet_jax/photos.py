@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
 import pathlib
+import stat
+import struct
+import warnings
 import zlib
 
 import jax
@@ -21,10 +25,24 @@ from etils import epath
 from PIL import Image
 from PIL import ImageOps
 
+from simplenet_jax import paths
+
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")  # simplenet_jax.video reads them (with PyAV)
-# What reading a damaged, truncated or foreign file raises (Pillow; pypng, whose corrupt data is a zlib.error).
-READ_ERRORS = (OSError, ValueError, png.Error, zlib.error)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # simplenet_jax.video reads them (with PyAV)
+# The most pixels a photo may have: Pillow's own decompression-bomb limit (89.5 MP), enforced before any
+# decoding at every bit depth (pypng's 16-bit path has none), so that a tiny file that inflates to gigabytes
+# is refused before a byte of it is allocated.
+MAX_PHOTO_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+class PhotoError(ValueError):
+  """A file that is not a photo this package reads, in one sentence."""
+
+
+# What reading a damaged, truncated or foreign file raises (Pillow: OSError, EOFError, SyntaxError and its
+# bomb error; pypng, whose corrupt data is a zlib.error; struct.error for cut-off headers).
+READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, png.Error, zlib.error,
+               Image.DecompressionBombError, MemoryError)
 
 
 def find_photos(patterns: list[str], suffixes: tuple[str, ...] = PHOTO_SUFFIXES
@@ -74,8 +92,28 @@ class Photo:
   bits: int  # 8 or 16
 
 
-def read_photo(path: pathlib.Path) -> Photo:
-  """Reads a photo as float RGB (+ alpha), EXIF-rotated; 16-bit PNGs through pypng (Pillow truncates them)."""
+def check_photo(path: pathlib.Path, max_pixels: int = MAX_PHOTO_PIXELS) -> tuple[int, int]:
+  """(width, height) from the header of a regular, non-empty image file of at most `max_pixels`; PhotoError
+  (or one of READ_ERRORS) otherwise. Nothing is decoded, and a FIFO or device is never opened."""
+  info = os.stat(path)
+  if not stat.S_ISREG(info.st_mode):
+    raise PhotoError("not a regular file")
+  if info.st_size == 0:
+    raise PhotoError("an empty file")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the budget below decides
+    with Image.open(path) as image:
+      width, height = image.size
+  if width * height > max_pixels:
+    raise PhotoError(f"{width}×{height} pixels ({width * height / 1e6:.0f} MP) is more than the "
+                     f"{max_pixels / 1e6:.0f} MP this command decodes; scale it down first")
+  return width, height
+
+
+def read_photo(path: pathlib.Path, max_pixels: int = MAX_PHOTO_PIXELS) -> Photo:
+  """Reads a photo as float RGB (+ alpha), EXIF-rotated; 16-bit PNGs through pypng (Pillow truncates them).
+  `check_photo` first: at most `max_pixels`, a regular file."""
+  check_photo(path, max_pixels)
   if path.suffix.lower() == ".png":
     width, height, rows, info = png.Reader(filename=str(path)).asDirect()
     if info["bitdepth"] == 16:
@@ -102,11 +140,12 @@ def _split_channels(pixels: np.ndarray, bits: int) -> Photo:
 
 
 def write_photo(path: epath.Path, rgb: np.ndarray, alpha: np.ndarray | None, bits: int) -> None:
-  """Lossless PNG at the input's bit depth; the alpha channel as it was read. `path` may be in a bucket."""
+  """Lossless PNG at the input's bit depth; the alpha channel as it was read. `path` may be in a bucket. The
+  file appears complete or not at all (`paths.atomic_write`)."""
   scale = 65535 if bits == 16 else 255
   channels = [rgb] if alpha is None else [rgb, alpha[..., None]]
   pixels = np.round(np.clip(np.concatenate(channels, axis=-1), 0, 1) * scale)
-  with path.open("wb") as f:
+  with paths.atomic_write(path) as f:
     if bits == 16:
       mode = "RGBA;16" if alpha is not None else "RGB;16"
       png.from_array(pixels.astype(np.uint16).reshape(pixels.shape[0], -1), mode).write(f)
@@ -115,7 +154,8 @@ def write_photo(path: epath.Path, rgb: np.ndarray, alpha: np.ndarray | None, bit
 
 
 def write_png(path: epath.Path, pixels: np.ndarray) -> None:
-  """uint8 pixels as a PNG at `path` (a local file or an object in a bucket), its folder made first."""
+  """uint8 pixels as a PNG at `path` (a local file or an object in a bucket), its folder made first; the file
+  appears complete or not at all."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("wb") as f:
+  with paths.atomic_write(path) as f:
     Image.fromarray(pixels).save(f, format="PNG")

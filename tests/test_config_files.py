@@ -147,3 +147,18 @@ def test_a_missing_config_file_on_the_command_line_is_load_configs_sentence(tmp_
   argv = ["train.py", "--config", str(tmp_path / "nope.py"), "--config.seed=1"]
   assert config_files.command_line_error(argv) == (f"config file {tmp_path / 'nope.py'} does not exist; pass one "
                                                    "of the files in configs/, e.g. --config configs/gopro.py.")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def get_config(:\n  pass\n", "has a syntax error at line 1: invalid syntax."),
+    ("import math\nRATE = 1 / 0\n", "failed to load at line 2: ZeroDivisionError: division by zero."),
+    ("def get_config():\n  fields = {}\n  return fields['width']\n",
+     "'s get_config() failed at line 3: KeyError: 'width'."),
+])
+def test_a_config_file_that_fails_is_one_sentence_naming_the_file_and_line(tmp_path, source, message):
+  path = tmp_path / "configs" / "broken.py"
+  path.parent.mkdir()
+  path.write_text(source)
+  with pytest.raises(ValueError) as info:
+    config_files.load_config(path)
+  assert str(info.value) == f"config file {path}" + (message if message.startswith("'") else " " + message)

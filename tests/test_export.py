@@ -188,3 +188,11 @@ def test_a_model_with_bounded_offsets_exports_at_any_size_with_the_same_results(
   free = SimpleNet.from_config(unbounded.model, rngs=nnx.Rngs(3))
   nnx.update(free, params)
   assert np.abs(np.asarray(free(image)) - want).max() > 1e-3  # the bound changed the result
+
+
+def test_an_existing_file_is_kept_unless_overwrite(trained_workdir, tmp_path):
+  out = tmp_path / "model.stablehlo"
+  out.write_bytes(b"an earlier export")
+  with pytest.raises(ValueError, match=r"^--out .*model.stablehlo exists; pass --overwrite to replace it, or another"):
+    export.export_workdir(trained_workdir, out)
+  assert out.read_bytes() == b"an earlier export"

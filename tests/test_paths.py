@@ -136,3 +136,58 @@ def test_an_unreachable_bucket_is_reported_before_any_write(fake_bucket):
   fake_bucket["behaviour"] = refuse
   with pytest.raises(ValueError, match=r"^cannot reach the workdir gs://bucket/run \(no credentials\); "):
     paths.check_writable(epath.Path("gs://bucket/run"), "workdir", "--workdir")
+
+
+def test_atomic_write_appears_complete_or_not_at_all(tmp_path):
+  target = tmp_path / "result.png"
+  with paths.atomic_write(target) as f:
+    f.write(b"first")
+  assert target.read_bytes() == b"first"
+  with pytest.raises(RuntimeError):
+    with paths.atomic_write(target) as f:
+      f.write(b"half of the sec")
+      raise RuntimeError("killed mid-way")
+  assert target.read_bytes() == b"first"  # the earlier file is intact
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["result.png"]  # and nothing else is left
+
+
+def test_a_partial_file_is_hidden_and_never_named_like_an_output(tmp_path):
+  partial = paths.partial_path(epath.Path(tmp_path / "photo.png"))
+  assert partial.parent == epath.Path(tmp_path) and partial.name == ".photo.png.partial"
+  assert not partial.name.endswith((".png", ".mp4", ".csv", ".json", ".onnx", ".stablehlo"))
+
+
+def test_a_kill_between_writing_and_renaming_leaves_no_output(tmp_path, monkeypatch):
+  """The injected stop point: the process dies (here: an exception no handler takes) just before the rename."""
+  target = tmp_path / "model.onnx"
+
+  def killed(*args):
+    raise SystemExit("killed")
+
+  monkeypatch.setattr(os, "replace", killed)
+  with pytest.raises(SystemExit):
+    with paths.atomic_write(target) as f:
+      f.write(b"complete bytes")
+  assert not target.exists()
+
+
+def test_a_full_disk_is_an_oserror_that_leaves_the_earlier_file(tmp_path, monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+  target = tmp_path / "summary.json"
+  target.write_text("earlier")
+
+  class Full:
+    def __init__(self, f):
+      self.f = f
+
+    def write(self, data):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+      return getattr(self.f, name)
+
+  with pytest.raises(OSError) as info:
+    with paths.atomic_write(target, "w") as f:
+      Full(f).write("new")
+  assert info.value.errno == errno.ENOSPC
+  assert target.read_text() == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]

@@ -1,6 +1,7 @@
 """simplenet_jax.photos: the uint8 ↔ float conventions against formulas, and photo files read back with
 Pillow and pypng (bit depth, gray, alpha, palettes, EXIF orientation)."""
 
+import os
 import struct
 import zlib
 
@@ -249,3 +250,26 @@ def test_damaged_files_raise_one_of_the_read_errors(tmp_path, bits, name, damage
   (tmp_path / name).write_bytes(damage((tmp_path / "good.png").read_bytes()))
   with pytest.raises(photos.READ_ERRORS):
     photos.read_photo(tmp_path / name)
+
+
+def test_check_photo_refuses_what_is_not_a_regular_nonempty_file(tmp_path):
+  fifo = tmp_path / "pipe.png"
+  os.mkfifo(fifo)
+  with pytest.raises(photos.PhotoError, match="^not a regular file$"):
+    photos.check_photo(fifo)  # returns at once: the FIFO is never opened
+  (tmp_path / "empty.png").write_bytes(b"")
+  with pytest.raises(photos.PhotoError, match="^an empty file$"):
+    photos.read_photo(tmp_path / "empty.png")
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_at_every_bit_depth(tmp_path, monkeypatch):
+  bomb = tmp_path / "bomb.png"  # 100 MP of one bit: a few kB on disk, 1.2 GB as float RGB
+  Image.new("1", (10000, 10000)).save(bomb)
+  assert bomb.stat().st_size < 100_000
+  with pytest.raises(photos.PhotoError, match=r"^10000×10000 pixels \(100 MP\) is more than the 89 MP"):
+    photos.read_photo(bomb)
+  deep = tmp_path / "deep.png"
+  png.from_array(np.zeros((30, 40 * 3), np.uint16), "RGB;16").save(str(deep))
+  monkeypatch.setattr(png, "Reader", lambda *a, **k: pytest.fail("decoded before the budget was checked"))
+  with pytest.raises(photos.PhotoError, match=r"^40×30 pixels .* is more than the 0 MP this command decodes; scale it down first$"):
+    photos.read_photo(deep, max_pixels=1000)

@@ -44,3 +44,18 @@ def test_command_line_builds_then_reruns_as_no_op_and_reports_errors_without_tra
   assert missing.returncode == 1 and "Traceback" not in missing.stderr
   assert missing.stderr.strip() == (f"error: Photo folder {tmp_path / 'nowhere'} does not exist; pass --photos a "
                                     "folder of jpg/png photos.")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "100000", "100000"], "--size takes a height and a width from 16 to 4096 pixels, got 100000 100000."),
+    (["--max-blur", "-5"], "--max-blur must be from 1 to 200, got -5."),
+    (["--noise", "-1"], "--noise must be from 0 to 0.5, got -1."),
+    (["--test-pairs", "0"], "--test-pairs must be at least 1, got 0."),
+    (["--workers", "0"], "--workers must be at least 1, got 0."),
+])
+def test_numbers_out_of_range_are_one_sentence_before_any_work(tmp_path, capsys, args, message):
+  from simplenet_jax.data import synthesize  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as info:
+    synthesize.main(["--out", str(tmp_path / "x"), *args])
+  assert info.value.code == 2 and capsys.readouterr().err.strip().endswith(f"error: {message}")
+  assert not list(tmp_path.iterdir())

@@ -23,6 +23,9 @@ from simplenet_jax.data.synthesis import dataset  # pylint: disable=g-import-not
 from simplenet_jax.data.synthesis import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simplenet_jax.data.synthesis.camera_shake import BlurSettings  # pylint: disable=wrong-import-position
 
+MIN_SIDE, MAX_SIDE = 16, 4096  # pixels of a pair's side; 4096² pairs already need GBs per worker
+MAX_BLUR = 200.0  # pixels of camera path; GoPro's longest are well under 100
+
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
@@ -44,7 +47,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--noise", type=float, default=BlurSettings.noise,
                       help="largest sensor-noise std at white, in linear light (0 for none)")
   parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  # Checked here, in one sentence each: out of range, they would fail deep in a worker or exhaust memory.
+  sizes = [("--size", args.size)] + ([("--test-size", args.test_size)] if args.test_size else [])
+  for flag, (height, width) in sizes:
+    if not (MIN_SIDE <= min(height, width) and max(height, width) <= MAX_SIDE):
+      parser.error(f"{flag} takes a height and a width from {MIN_SIDE} to {MAX_SIDE} pixels, got {height} {width}.")
+  checks = [("--train-pairs", args.train_pairs, 1, None), ("--test-pairs", args.test_pairs, 1, None),
+            ("--max-blur", args.max_blur, BlurSettings.min_length, MAX_BLUR), ("--noise", args.noise, 0.0, 0.5),
+            ("--workers", args.workers, 1, None)]
+  for flag, value, low, high in checks:
+    if value is not None and (value < low or (high is not None and value > high)):
+      bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+      parser.error(f"{flag} must be {bound}, got {value:g}.")
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import json
 import numpy as np
 from etils import epath
 
+from simplenet_jax import paths
 from simplenet_jax import photos
 from simplenet_jax.evaluation import scoring
 
@@ -81,11 +82,13 @@ def write_results(results: list[scoring.ImageResult], out: epath.Path, extra: di
                     [f"{r.psnr:.6f}"] + [f"{r.ssim[c]:.8f}" for c in conventions] +
                     [f"{r.aligned[k]:.8f}" for k in aligned] +
                     [f"{r.input_colour_shift:.4f}", f"{r.colour_shift:.4f}", f"{r.seconds:.4f}"])
-  (out / "results.csv").write_text(table.getvalue())
+  with paths.atomic_write(out / "results.csv", "w") as f:
+    f.write(table.getvalue())
   summary = {**scoring.mean_metrics(results), **scoring.worst_cases(results),
              "seconds": float(np.mean([r.seconds for r in results])) if results else 0,
              "images": len(results), "conventions": conventions, **extra}
-  (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+  with paths.atomic_write(out / "summary.json", "w") as f:
+    f.write(json.dumps(summary, indent=2) + "\n")
   return summary
 
 
