@@ -9,6 +9,7 @@ temporary folder and renamed when complete, so a kill during a save leaves the p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -18,7 +19,9 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
@@ -33,6 +36,51 @@ BEST_METRIC = "psnr"
 
 class CheckpointMismatchError(ValueError):
   """The workdir's checkpoint was written by a different model configuration."""
+
+
+class CheckpointDamagedError(ValueError):
+  """A checkpoint whose arrays differ from what was saved (their hashes), or hold NaN or infinity."""
+
+
+def _leaf_name(path) -> str:
+  names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+  return "/".join(names[:-1] if names and names[-1] == "value" else names)  # nnx.Variable's own field
+
+
+def array_hashes(tree: Any) -> dict[str, str]:
+  """SHA-256 of each array of `tree` that this process holds whole (on one device, or replicated), by its path.
+
+  orbax verifies no array data (zarr's checksums cover only its shard index), so the project stores these in
+  each checkpoint's metadata and checks them on every restore: a flipped byte is then an error, not a model
+  that quietly outputs black.
+  """
+  hashes = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if not hasattr(leaf, "dtype"):
+      continue
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is not None and not sharding.is_fully_replicated and len(sharding.device_set) > 1:
+      continue  # split across devices: no process holds it whole
+    shards = getattr(leaf, "addressable_shards", None)
+    data = np.asarray(shards[0].data if shards else leaf)
+    hashes[_leaf_name(path)] = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+  return hashes
+
+
+def verify(tree: Any, saved: dict[str, str] | None, what: str, step: int, directory) -> None:
+  """CheckpointDamagedError naming `step` if an array of `tree` differs from its saved hash or is not finite."""
+  problems = []
+  if saved:
+    current = array_hashes(tree)
+    problems = sorted(name for name, digest in current.items() if name in saved and saved[name] != digest)
+  non_finite = sorted(_leaf_name(path) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+                      if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+                      and not bool(jnp.isfinite(leaf).all()))
+  if problems or non_finite:
+    what_is_wrong = (f"{len(problems)} of its {what} arrays differ from what was saved ({', '.join(problems[:3])}"
+                     + (", …" if len(problems) > 3 else "") + ")" if problems else
+                     f"{len(non_finite)} of its {what} arrays hold NaN or infinity ({', '.join(non_finite[:3])})")
+    raise CheckpointDamagedError(f"the checkpoint of step {step} in {directory} is damaged: {what_is_wrong}.")
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
@@ -81,7 +129,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
          config: ml_collections.ConfigDict, metrics: dict[str, float] | None = None) -> None:
   """Starts an (asynchronous) save of everything a resume needs; `manager.wait_until_finished()` joins it."""
   # The data iterator state is per process; the process count says whether a resume can use it.
-  meta = {"config": json.loads(config.to_json()), "process_count": jax.process_count()}
+  meta = {"config": json.loads(config.to_json()), "process_count": jax.process_count(),
+          "hashes": {"params": array_hashes(state.params), "opt_state": array_hashes(state.opt_state)}}
   items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(meta))
   if data_iterator is not None:
     import grain  # pylint: disable=g-import-not-at-top  # training only: inference reads no iterator
@@ -133,14 +182,24 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
       logging.warning("the checkpoint's data iterator came from (processes, workers) = %s and this run has %s: "
                       "model and optimizer are restored, the data order starts afresh", saved_layout, layout)
   try:
-    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    state = manager.restore(step, args=ocp.args.Composite(**items))["state"]
   except ValueError as error:
-    if "tree structures do not match" not in str(error):
-      raise
-    raise CheckpointMismatchError(
-        f"the checkpoint of step {step} in {manager.directory} holds a training state of another structure (an "
-        "earlier version of simplenet-jax, or another optimizer setting); use a new --workdir to train, or "
-        "eval.py and simplenet-deblur, which read only its parameters.") from None
+    if "tree structures do not match" in str(error):
+      raise _mismatch(step, manager) from None
+    # tensorstore's report of a file it cannot read (DATA_LOSS, a cut-off file): the checkpoint is damaged.
+    raise CheckpointDamagedError(f"the checkpoint of step {step} in {manager.directory} is damaged: "
+                                 f"{paths.first_line(error)}.") from None
+  hashes = saved_meta(manager, step).get("hashes", {})
+  verify(state.params, hashes.get("params"), "parameter", step, manager.directory)
+  verify(state.opt_state, hashes.get("opt_state"), "optimizer", step, manager.directory)
+  return state
+
+
+def _mismatch(step: int, manager) -> CheckpointMismatchError:
+  return CheckpointMismatchError(
+      f"the checkpoint of step {step} in {manager.directory} holds a training state of another structure (an "
+      "earlier version of simplenet-jax, or another optimizer setting); use a new --workdir to train, or "
+      "eval.py and simplenet-deblur, which read only its parameters.")
 
 
 def abstract_like(tree: Any) -> Any:
@@ -154,7 +213,9 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
   with _failed_reads_settled():
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
-  return jax.device_put(restored["state"]["params"])  # orbax gives host arrays for an unsharded target
+  params = jax.device_put(restored["state"]["params"])  # orbax gives host arrays for an unsharded target
+  verify(params, saved_meta(manager, step).get("hashes", {}).get("params"), "parameter", step, manager.directory)
+  return params
 
 
 class _UnretrievedReadErrors(logging.Filter):

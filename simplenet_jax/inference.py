@@ -81,14 +81,30 @@ def load_parameters(workdir: str | os.PathLike, checkpoint: str = "latest"
     raise ValueError(f"checkpoint {checkpoint!r} is not in {workdir}; use latest, best or one of the saved "
                      f"steps {sorted(steps)}.")
   try:
-    config = ml_collections.ConfigDict(checkpointing.saved_meta(manager, step)["config"])
-    model = nnx.eval_shape(lambda: SimpleNet.from_config(any_size_fields(config.model), rngs=nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(model)
-    params = checkpointing.restore_params(manager, step, abstract_params)
+    config, graphdef, params = _read_parameters(manager, step)
   except (FileNotFoundError, KeyError, ValueError) as error:  # tensorstore reports damaged files as ValueError
-    raise ValueError(f"the checkpoint of step {step} in {workdir} is incomplete or corrupt "
-                     f"({paths.first_line(error)}); pass --checkpoint with another step.") from None
+    intact = [other for other in sorted(steps) if other != step and _intact(manager, other)]
+    reason = (str(error).split(": ", 1)[1].rstrip(".") if isinstance(error, checkpointing.CheckpointDamagedError)
+              else f"incomplete or corrupt: {paths.first_line(error)}")
+    hint = (f"pass --checkpoint with one of the intact steps {intact}" if intact else
+            "no other checkpoint there is intact; train again")
+    raise ValueError(f"the checkpoint of step {step} in {workdir} is damaged ({reason}); {hint}.") from None
   return config, graphdef, params, step
+
+
+def _read_parameters(manager, step: int):
+  config = ml_collections.ConfigDict(checkpointing.saved_meta(manager, step)["config"])
+  model = nnx.eval_shape(lambda: SimpleNet.from_config(any_size_fields(config.model), rngs=nnx.Rngs(0)))
+  graphdef, abstract_params = nnx.split(model)
+  return config, graphdef, checkpointing.restore_params(manager, step, abstract_params)
+
+
+def _intact(manager, step: int) -> bool:
+  try:
+    _read_parameters(manager, step)
+  except (FileNotFoundError, KeyError, ValueError):
+    return False
+  return True
 
 
 def pad_to_multiple(image: jax.Array, multiple: int = SIZE_MULTIPLE) -> tuple[jax.Array, tuple[int, int]]:
@@ -251,8 +267,14 @@ def deblur_photos(network: ApplyFn, files: list[pathlib.Path], out: epath.Path, 
       continue
     try:
       photo = photos.read_photo(source)
+    except photos.PhotoError as error:
+      run.failures.append((str(source), str(error)))
+      continue
+    except MemoryError:
+      run.failures.append((str(source), "too large to decode in this machine's memory"))
+      continue
     except photos.READ_ERRORS as error:
-      run.failures.append((str(source), f"unreadable image ({error})"))
+      run.failures.append((str(source), f"unreadable image ({paths.first_line(error)})"))
       continue
     size = tile if tile is not None else tiling.auto_tile(photo.rgb.shape[0] * photo.rgb.shape[1], max_pixels)
     if size not in deblur_fns:
@@ -262,6 +284,11 @@ def deblur_photos(network: ApplyFn, files: list[pathlib.Path], out: epath.Path, 
     except ValueError as error:  # a photo too small for the network
       run.failures.append((str(source), str(error)))
       continue
-    photos.write_photo(target, result, photo.alpha, photo.bits)
+    try:
+      photos.write_photo(target, result, photo.alpha, photo.bits)
+    except OSError as error:  # a full disk or a folder gone read-only: every later photo would fail too
+      raise ValueError(f"cannot write {target} ({error.strerror or paths.first_line(error)}); the {run.done} "
+                       "photo(s) written before it are complete; free some space and rerun, which keeps them."
+                       ) from None
     run.done += 1
   return run

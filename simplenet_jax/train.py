@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from simplenet_jax import inference
 from simplenet_jax import parallel
 from simplenet_jax import paths
 from simplenet_jax import photos
+from simplenet_jax import workdir_lock
 from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
 from simplenet_jax.evaluation import loop as evaluation
@@ -293,15 +295,41 @@ def _eval_and_log(config, eval_split: catalogue.SplitReader, apply_fn, writer, s
   return means
 
 
+def _restore_newest_intact(manager, state, train_iter, config, workdir):
+  """The newest checkpoint whose arrays match their saved hashes; a damaged one is skipped with a warning."""
+  abstract = checkpointing.abstract_like(state)
+  steps = sorted(manager.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      restored = checkpointing.restore(manager, step, abstract, train_iter, num_workers=config.data.num_workers)
+    except checkpointing.CheckpointDamagedError as error:
+      logging.warning("%s Skipped it; trying the one before.", error)
+      print(f"warning: {error} Skipped it; trying the one before.", file=sys.stderr)
+      continue
+    if step != steps[0]:
+      print(f"warning: resuming from the checkpoint of step {step}, the newest intact one.", file=sys.stderr)
+    logging.info("resuming from the checkpoint of step %d in %s", step, checkpointing.checkpoint_dir(workdir))
+    return restored
+  raise checkpointing.CheckpointDamagedError(
+      f"every checkpoint in {checkpointing.checkpoint_dir(workdir)} is damaged (steps {sorted(steps)}); use a new "
+      "--workdir.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
   """Trains (or resumes) in `workdir` until `config.num_train_steps`.
 
-  Returns {"step", "train": the last logged train metrics, "eval": the last evaluation's means}.
+  Returns {"step", "train": the last logged train metrics, "eval": the last evaluation's means}. One run per
+  workdir: process 0 holds its lock (`workdir_lock`), and a second run stops with one sentence.
   """
   workdir = paths.user_path(workdir)  # a gs:// URL stays one
   validate_training_config(config)
   ModelConfig.from_mapping(config.model)  # checked before anything is written to the workdir
   paths.check_reachable(workdir, "workdir")
+  with workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated(mesh)
@@ -317,9 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   train_iter = iter(pipeline.train_dataset(config.data, config.batch_size))
   eval_split = catalogue.open_split(config.data, config.data.eval_split)  # once: periodic evals re-check nothing
   if latest is not None:
-    state = checkpointing.restore(manager, latest, checkpointing.abstract_like(state), train_iter,
-                                  num_workers=config.data.num_workers)
-    logging.info("resuming from the checkpoint of step %d in %s", latest, checkpointing.checkpoint_dir(workdir))
+    state = _restore_newest_intact(manager, state, train_iter, config, workdir)
 
   writer = metric_writers.create_default_writer(os.fspath(workdir), just_logging=jax.process_index() > 0)
   step_fn = make_step(config, mesh, graphdef, tx)

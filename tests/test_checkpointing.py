@@ -1,6 +1,7 @@
 """simplenet_jax.checkpointing: a hand-built training state of a tiny nnx model saved and read back, the data
 iterator's position, which steps are kept, and the model-config check (no training)."""
 
+import hashlib
 import json
 import logging
 import os
@@ -142,7 +143,12 @@ def _plain(tree):
 def test_saved_meta_is_the_config_and_the_process_count(saved):
   workdir, _ = saved
   meta = checkpointing.saved_meta(checkpointing.create_manager(workdir, keep=1, read_only=True), 6)
-  assert meta.keys() == {"config", "process_count"} and meta["process_count"] == 1
+  assert meta.keys() == {"config", "process_count", "hashes"} and meta["process_count"] == 1
+  # The hashes are SHA-256 of each array's bytes, recomputed here with hashlib alone.
+  state = _state(6)
+  assert meta["hashes"]["params"] == {
+      name: hashlib.sha256(np.asarray(state.params[name.split("/")[0]].value).tobytes()).hexdigest()
+      for name in ("bias", "kernel")}
   assert meta["config"] == _plain(smoke.get_config().to_dict())
   assert meta["config"]["model"]["widths"] == [4, 4, 4] and meta["config"]["name"] == "smoke"
 
@@ -268,3 +274,39 @@ def test_a_save_without_metrics_logs_no_warning(tmp_path, caplog):
     manager.wait_until_finished()
   assert manager.all_steps() == [1]
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+
+
+def _flip_bytes(step_dir):
+  """Flips the lowest bit of 8 bytes in the middle of each large data file of a checkpoint's state, where the arrays' bytes
+  are (no checksum covers them: tensorstore checks its b-tree nodes and the small files, the arrays' metadata);
+  the files keep their size and the values stay finite: only the hashes can tell."""
+  files = [f for f in (step_dir / "state").glob("ocdbt.process_*/d/*") if f.stat().st_size > 16_000]
+  assert files
+  for f in files:
+    data = bytearray(f.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8] = bytes(b ^ 0x01 for b in data[middle:middle + 8])
+    f.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_or_non_finite_parameters_are_a_damaged_checkpoint(tmp_path):
+  manager = checkpointing.create_manager(tmp_path, keep=3)
+  # Large enough that the middle of each data file is array data, not the arrays' metadata.
+  params = nnx.split(nnx.Linear(300, 200, rngs=nnx.Rngs(0)))[1]
+  tx = optax.adam(1e-3)
+  state = State(step=jnp.asarray(3, jnp.int32), params=params, opt_state=tx.init(params))
+  checkpointing.save(manager, 1, state, None, smoke.get_config())
+  bad = state.replace(params=jax.tree.map(lambda p: p.at[0].set(jnp.nan), state.params))
+  checkpointing.save(manager, 2, bad, None, smoke.get_config())
+  checkpointing.save(manager, 3, state, None, smoke.get_config())
+  manager.wait_until_finished()
+  abstract = checkpointing.abstract_like(state)
+  checkpointing.restore(manager, 1, abstract)  # intact
+  with pytest.raises(checkpointing.CheckpointDamagedError, match=r"^the checkpoint of step 2 in .* is damaged: "
+                                                                 r"\d of its parameter arrays hold NaN or infinity"):
+    checkpointing.restore_params(checkpointing.create_manager(tmp_path, keep=3, read_only=True), 2, state.params)
+  _flip_bytes(tmp_path / "checkpoints" / "3")
+  with pytest.raises(checkpointing.CheckpointDamagedError,
+                     match=r"^the checkpoint of step 3 in .* is damaged: \d of its (parameter|optimizer) arrays "
+                           r"differ from what was saved"):
+    checkpointing.restore(manager, 3, abstract)

@@ -1,6 +1,8 @@
 """Self-ensemble, tiling, padding and the deblur CLI (simplenet_jax.inference, simplenet_jax.deblur)."""
 
 import math
+import re
+import os
 import subprocess
 import sys
 
@@ -148,7 +150,8 @@ def test_deblur_fn_on_a_batch_equals_independent_per_image_references(ensemble, 
     assert np.abs(got - np.asarray(inference.at_any_size(_network)(jnp.asarray(images)))).max() > 1e-2
 
 
-@pytest.mark.parametrize("tile,overlap,message", [(8, 0, "--tile must be at least 16 pixels, got 8."),
+@pytest.mark.parametrize("tile,overlap,message", [(8, 0, "--tile must be from 16 to 4096 pixels (or 0: no tiles), got 8."),
+                                                  (999999999, 0, "--tile must be from 16 to 4096 pixels"),
                                                   (32, 32, "--overlap must be at least 0 and smaller")])
 def test_bad_tiling_is_one_sentence(tile, overlap, message):
   for run in (lambda: inference.tiled(lambda v: v, _image(), tile, overlap),
@@ -240,3 +243,58 @@ def test_read_photo_converts_gray_to_rgb(tmp_path):
   photo = photos.read_photo(tmp_path / "gray.png")
   assert photo.rgb.shape == (20, 30, 3) and photo.alpha is None and photo.bits == 8
   np.testing.assert_array_equal(photo.rgb[..., 0], photo.rgb[..., 2])
+
+
+def test_bad_files_in_a_batch_are_one_line_each_and_the_good_photo_is_deblurred(workdir, photo_folder, tmp_path):
+  folder = tmp_path / "mixed"
+  folder.mkdir()
+  (folder / "empty.png").write_bytes(b"")
+  Image.new("1", (10000, 10000)).save(folder / "bomb.png")
+  os.mkfifo(folder / "pipe.png")
+  (folder / "good.png").write_bytes((photo_folder / "alpha.png").read_bytes())
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / ".good.png.partial").write_bytes(b"a write that a kill cut short")
+  _, network, _ = inference.load_model(workdir)
+  files, _ = photos.find_photos([str(folder)])
+  run = inference.deblur_photos(network, files, paths.user_path(out))
+  reasons = dict(run.failures)
+  assert reasons == {str(folder / "empty.png"): "an empty file", str(folder / "pipe.png"): "not a regular file",
+                     str(folder / "bomb.png"): "10000×10000 pixels (100 MP) is more than the 89 MP this command "
+                                               "decodes; scale it down first"}
+  assert (run.done, run.skipped) == (1, 0)  # the partial file was not taken for a finished output
+  assert np.asarray(Image.open(out / "good.png")).shape == (45, 50, 4)
+
+
+def test_a_full_disk_stops_with_one_sentence_and_keeps_what_was_written(workdir, photo_folder, tmp_path,
+                                                                           monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+  _, network, _ = inference.load_model(workdir)
+  out = paths.user_path(tmp_path / "out")
+  write, calls = photos.write_photo, []
+
+  def full_after_one(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > 1:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    write(*args, **kwargs)
+
+  monkeypatch.setattr(photos, "write_photo", full_after_one)
+  files = [photo_folder / "alpha.png", photo_folder / "rotated.jpg"]
+  with pytest.raises(ValueError) as info:
+    inference.deblur_photos(network, files, out)
+  assert str(info.value) == (f"cannot write {out / 'rotated.png'} (No space left on device); the 1 photo(s) "
+                             "written before it are complete; free some space and rerun, which keeps them.")
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alpha.png"]
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_naming_the_intact_steps(workdir_copy):
+  from test_checkpointing import _flip_bytes  # pylint: disable=g-import-not-at-top
+  _flip_bytes(workdir_copy / "checkpoints" / "4")
+  with pytest.raises(ValueError) as info:
+    inference.load_model(workdir_copy)
+  message = str(info.value)
+  assert re.match(rf"the checkpoint of step 4 in {re.escape(str(workdir_copy))} is damaged \(\d+ of its parameter "
+                  r"arrays differ from what was saved \(", message), message
+  assert message.endswith("; pass --checkpoint with one of the intact steps [2].")
+  inference.load_model(workdir_copy, "2")  # the intact one still loads

@@ -487,3 +487,23 @@ def test_a_checkpoint_of_another_optimizer_structure_is_one_sentence(data_root, 
     train.train_and_evaluate(smoke_config(data_root, num_train_steps=4, **LIGHT_MODEL), tmp_path)
   assert str(info.value).startswith("the checkpoint of step 2 in ") and "another structure" in str(info.value)
   assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_is_skipped_and_training_resumes_from_the_one_before(data_root, workdir_copy,
+                                                                                           capsys):
+  from test_checkpointing import _flip_bytes  # pylint: disable=g-import-not-at-top
+  _flip_bytes(workdir_copy / "checkpoints" / "4")
+  result = train.train_and_evaluate(smoke_config(data_root, num_train_steps=5, eval_every_steps=100), workdir_copy)
+  err = capsys.readouterr().err
+  assert "the checkpoint of step 4 in" in err and "is damaged" in err and "Skipped it" in err
+  assert "resuming from the checkpoint of step 2, the newest intact one" in err
+  assert result["step"] == 5
+
+
+def test_a_second_trainer_on_a_busy_workdir_stops_at_once(data_root, tmp_path):
+  from simplenet_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+  with workdir_lock.WorkdirLock(tmp_path / "run"):
+    with pytest.raises(workdir_lock.WorkdirBusyError, match=r"is in use by another run \(pid"):
+      train.train_and_evaluate(smoke_config(data_root), tmp_path / "run")
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # nothing written; the lock released
