@@ -26,7 +26,9 @@ def main(argv=None) -> int:
   parser.add_argument("--data", help="a GoPro-layout folder (a root holding test/, or test/ itself); default: "
                       "the test split of the config the model was trained with")
   parser.add_argument("--dataset", choices=("gopro", "realblur_j", "folder"), help="layout of --data")
-  parser.add_argument("--out", help="output folder; default WORKDIR/eval/step_N")
+  parser.add_argument("--out", help="output folder; default WORKDIR/eval/step_N (step_N-<data folder's name> "
+                      "with --data)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
   parser.add_argument("--convention", choices=("matlab", "python", "both"), default="both",
                       help="SSIM convention (SPEC §5); default both")
   parser.add_argument("--align", choices=("auto", "on", "off"), default="auto",
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
                                         save_images=args.save_images, worst_best=args.worst_best,
                                         batch_size=args.batch_size, ensemble=args.ensemble,
                                         tile=args.tile, overlap=args.overlap,
-                                        aligned={"auto": None, "on": True, "off": False}[args.align])
+                                        aligned={"auto": None, "on": True, "off": False}[args.align],
+                                        overwrite=args.overwrite)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

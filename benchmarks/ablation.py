@@ -195,7 +195,7 @@ def run_variant(name: str, seed: int, budget: Budget, out: pathlib.Path, data_ro
     return None
   train_seconds = time.perf_counter() - start
   start = time.perf_counter()
-  summary = loop.evaluate_workdir(str(workdir), out=str(run_dir / "eval"))
+  summary = loop.evaluate_workdir(str(workdir), out=str(run_dir / "eval"), overwrite=True)  # its own folder
   eval_seconds = time.perf_counter() - start
 
   graphdef, initial = nnx.split(SimpleNet.from_config(config.model, rngs=nnx.Rngs(config.seed)))

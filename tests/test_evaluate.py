@@ -215,8 +215,8 @@ def test_damaged_checkpoint_is_one_sentence(workdir, tmp_path):
   for f in damaged:
     f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])
   line = _error_line(_eval("--workdir", str(copy), "--out", str(tmp_path / "eval")))
-  assert line.startswith(f"error: the checkpoint of step 4 in {copy} is incomplete or corrupt (")
-  assert line.endswith("); pass --checkpoint with another step.")
+  assert line.startswith(f"error: the checkpoint of step 4 in {copy} is damaged (incomplete or corrupt: ")
+  assert line.endswith("); pass --checkpoint with one of the intact steps [2].")
 
 
 _UNRETRIEVED = """
@@ -370,3 +370,23 @@ def test_realblur_j_headline_is_its_aligned_protocol_beside_the_unaligned_scores
   summary = json.loads((tmp_path / "off" / "summary.json").read_text())
   assert summary["headline"] == "unaligned" and "psnr_aligned" not in summary
   assert "RealBlur protocol" not in off.stdout
+
+
+def test_other_data_never_replaces_the_models_own_results_and_an_out_is_kept_unless_overwrite(workdir, data_root,
+                                                                                               tmp_path):
+  own = loop.evaluate_workdir(workdir, batch_size=256)  # 2 test images: the batch is 2, not 256
+  assert own["batch_size"] == 2
+  step = own["checkpoint_step"]
+  other = tmp_path / "mine"
+  shutil.copytree(data_root / "test", other / "test")
+  loop.evaluate_workdir(workdir, data_root=str(other))
+  assert (workdir / "eval" / f"step_{step}" / "results.csv").exists()
+  assert (workdir / "eval" / f"step_{step}-mine" / "results.csv").exists()
+
+  out = tmp_path / "out"
+  loop.evaluate_workdir(workdir, out=out, save_images=True, worst_best=1)
+  (out / "images" / "stale.png").write_bytes(b"from another evaluation")
+  with pytest.raises(ValueError, match=r"^--out .* holds an earlier evaluation; pass --overwrite to replace it"):
+    loop.evaluate_workdir(workdir, out=out)
+  loop.evaluate_workdir(workdir, out=out, overwrite=True)
+  assert (out / "results.csv").exists() and not (out / "images").exists() and not (out / "worst").exists()

@@ -63,7 +63,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
                      out: str | os.PathLike | None = None, conventions=metrics.CONVENTIONS,
                      checkpoint: str = "latest", save_images: bool = False, worst_best: int = 3,
                      batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = tiling.DEFAULT_OVERLAP,
-                     aligned: bool | None = None) -> dict:
+                     aligned: bool | None = None, overwrite: bool = False) -> dict:
   """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
 
   `save_images` writes each output to OUT/images/<scene>/<frame>.png and blur | output | sharp pictures of
@@ -71,6 +71,11 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   OUT/best/. `batch_size` images of one size run through the network at a time. `ensemble` averages the ×8
   flips/rotations; `tile` > 0 runs overlapping tiles (see `inference`). `aligned` adds RealBlur's ECC-aligned
   scores (None: for the data sets of `ALIGNED_BY_DEFAULT`); the summary's "headline" names the protocol.
+
+  The default `out` is WORKDIR/eval/step_N for the config's own test split and WORKDIR/eval/step_N-<name of
+  data_root> for other data, so that scoring other data never replaces the model's own results. A given
+  `out` that holds an earlier evaluation is refused unless `overwrite`; what an evaluation writes there
+  (scores, images) is cleared before it is written again, so no stale image stands beside new scores.
   """
   if batch_size < 1 or worst_best < 0:
     raise ValueError(f"the batch size must be at least 1 and the worst/best count at least 0, got {batch_size} "
@@ -87,11 +92,20 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
     aligned = data.dataset in ALIGNED_BY_DEFAULT
   if aligned:
     extras.require("realblur", "RealBlur's protocol (eval.py --align)", "cv2", "skimage")
-  out = paths.user_path(out) if out is not None else paths.user_path(workdir) / "eval" / f"step_{step}"
+  if out is not None:
+    out = paths.user_path(out)
+    if _holds_results(out) and not overwrite:
+      raise ValueError(f"--out {out} holds an earlier evaluation; pass --overwrite to replace it, or another "
+                       "--out.")
+  else:
+    name = f"step_{step}" if data_root is None else f"step_{step}-{pathlib.Path(_test_root(data_root)).name}"
+    out = paths.user_path(workdir) / "eval" / name
   split = catalogue.open_split(data, data.eval_split, build_if_needed=data_root is not None)
   paths.check_writable(out, "output folder", "--out")  # before the work, not after it
+  _clear_results(out)
   extremes = reports.Extremes(worst_best if save_images else 0)
   progress = tqdm.tqdm(desc="evaluating", unit="image", total=len(split))  # counts scored images
+  batch_size = max(1, min(batch_size, len(split)))  # a short batch is filled up to this: never past the data
   pairs = pipeline.eval_iter(split, data)
 
   def on_image(pair, output, result):
@@ -112,6 +126,24 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
       "headline": scoring.ALIGNED if aligned else "unaligned", "ensemble": ensemble, "tile": tile,
       "batch_size": batch_size, "data": split.description, "device": jax.devices()[0].device_kind,
       "out": str(out)})
+
+
+RESULT_FILES = ("results.csv", "summary.json")
+RESULT_FOLDERS = ("images", "worst", "best")
+
+
+def _holds_results(out) -> bool:
+  return any((out / name).exists() for name in RESULT_FILES + RESULT_FOLDERS)
+
+
+def _clear_results(out) -> None:
+  """Removes what an evaluation writes in `out` (and nothing else there)."""
+  for name in RESULT_FILES:
+    if (out / name).exists():
+      (out / name).unlink()
+  for name in RESULT_FOLDERS:
+    if (out / name).exists():
+      (out / name).rmtree()
 
 
 def _test_root(path: str) -> str:
