@@ -17,11 +17,11 @@ import logging
 import os
 import pathlib
 import sys
+import shutil
 import tempfile
 import time
 
 import numpy as np
-import png
 from etils import epath
 from PIL import Image
 
@@ -36,27 +36,53 @@ from simplenet_jax import photos  # pylint: disable=g-import-not-at-top,wrong-im
 from simplenet_jax import tiling  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MIN_SIDE = tiling.MIN_TILE  # pixels: smaller photos are refused with one sentence
-MAX_PIXELS = 50_000_000  # larger uploads are refused: simplenet-deblur is the tool for them
+# Limits that keep one visitor from holding the machine (each has a flag): larger photos are refused
+# (simplenet-deblur is the tool for them), a request stops at its next tile past the time budget, the queue
+# refuses more waiting requests, uploads above the file size are refused by Gradio, and results and uploads
+# older than RESULT_AGE_S are deleted (all of them at exit).
+MAX_PIXELS = 12_000_000
+MAX_SECONDS = 300.0
+QUEUE_SIZE = 8
+MAX_FILE_SIZE = "25mb"
+RESULT_AGE_S = 3600
+AUTH_VARIABLE = "SIMPLENET_DEMO_AUTH"  # "user:password"; never on the command line, where `ps` shows it
 TILE_CHOICES = ("auto", "whole photo", "256", "512", "1024")
 
 
 class Deblurrer:
   """A workdir's network (jitted once: it compiles once per image size) and where its results go."""
 
-  def __init__(self, workdir: str, checkpoint: str = "latest", out: pathlib.Path | None = None):
+  def __init__(self, workdir: str, checkpoint: str = "latest", out: pathlib.Path | None = None, *,
+               max_pixels: int = MAX_PIXELS, max_seconds: float = MAX_SECONDS):
     self.config, self.network, self.step = inference.load_model(workdir, checkpoint)
     self.out = out or pathlib.Path(tempfile.mkdtemp(prefix="simplenet-demo-"))
+    self.out.mkdir(parents=True, exist_ok=True)
+    self.max_pixels, self.max_seconds = max_pixels, max_seconds
+
+  def prune(self, age_s: float = RESULT_AGE_S) -> None:
+    """Deletes the results older than `age_s` seconds."""
+    now = time.time()
+    for folder in self.out.iterdir():
+      if now - folder.stat().st_mtime > age_s:
+        shutil.rmtree(folder, ignore_errors=True)
 
   def __call__(self, path: str | None, ensemble: bool, tile_choice: str, progress=None):
     """(before, after) uint8 for the slider, the PNG's path, a status line; gr.Error for a bad upload."""
-    photo, name = read_upload(path)
+    self.prune()
+    photo, name = read_upload(path, self.max_pixels)
     height, width = photo.rgb.shape[:2]
     tile = resolve_tile(tile_choice, height * width)
-    report = None
     if progress is not None:
       progress(0, desc="deblurring (the first photo of a size also compiles the network)")
-      report = lambda done, total: progress((done, total), desc="tiles", unit="tiles")
     start = time.perf_counter()
+
+    def report(done, total):  # after every tile: the time budget is enforced here
+      if time.perf_counter() - start > self.max_seconds and done < total:
+        raise gr.Error(f"{name} takes longer than this demo's {self.max_seconds:.0f} s; choose smaller tiles "
+                       "or no ensemble, or deblur it with simplenet-deblur.")
+      if progress is not None:
+        progress((done, total), desc="tiles", unit="tiles")
+
     deblur_fn = inference.make_deblur_fn(self.network, ensemble=bool(ensemble), tile=tile, progress=report)
     result = np.asarray(deblur_fn(photo.rgb[None]))[0]
     seconds = time.perf_counter() - start
@@ -70,7 +96,7 @@ class Deblurrer:
     return (before, after), str(target), status
 
 
-def read_upload(path: str | None) -> tuple[photos.Photo, str]:
+def read_upload(path: str | None, max_pixels: int = MAX_PIXELS) -> tuple[photos.Photo, str]:
   """The uploaded photo and its file name, or a gr.Error of one sentence."""
   if not path:
     raise gr.Error("Choose a photo to deblur first.")
@@ -83,12 +109,12 @@ def read_upload(path: str | None) -> tuple[photos.Photo, str]:
   if min(width, height) < MIN_SIDE:
     raise gr.Error(f"{name} is {width}×{height} pixels, too small to deblur; the demo needs at least "
                    f"{MIN_SIDE} pixels on each side.")
-  if width * height > MAX_PIXELS:
+  if width * height > max_pixels:
     raise gr.Error(f"{name} has {width * height / 1e6:.0f} megapixels, more than this demo's "
-                   f"{MAX_PIXELS // 1_000_000}; deblur it with simplenet-deblur, which has no limit.")
+                   f"{max_pixels / 1e6:g}; deblur it with simplenet-deblur, which has no limit.")
   try:
     return photos.read_photo(pathlib.Path(path)), name
-  except (OSError, ValueError, SyntaxError, png.Error):
+  except photos.READ_ERRORS:
     raise gr.Error(f"{name} is damaged or not an image this demo can read; upload a JPEG, PNG or WebP "
                    "photo.") from None
 
@@ -107,7 +133,8 @@ def build(deblurrer: Deblurrer) -> gr.Blocks:
     return deblurrer(path, ensemble, tile_choice, progress)
 
   name = deblurrer.config.get("name", "?")
-  with gr.Blocks(title="SimpleNet deblurring") as page:
+  # Gradio's own copies of uploads and results are deleted by age too, checked every 10 minutes.
+  with gr.Blocks(title="SimpleNet deblurring", delete_cache=(600, RESULT_AGE_S)) as page:
     gr.Markdown(f"# SimpleNet motion deblurring\nThe model of this workdir: config `{name}`, checkpoint step "
                 f"{deblurrer.step}. Upload a blurred photo, press **Deblur**, drag the slider to compare.")
     with gr.Row():
@@ -138,22 +165,68 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default 127.0.0.1 (this "
                       "machine only; 0.0.0.0 opens it to the network)")
   parser.add_argument("--port", type=int, default=7860, help="default 7860")
+  parser.add_argument("--max-pixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
+                      help=f"largest photo in megapixels; default {MAX_PIXELS / 1e6:g}")
+  parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                      help=f"a request stops at its next tile after this long; default {MAX_SECONDS:g}")
+  parser.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
+                      help=f"requests that may wait (one runs at a time); default {QUEUE_SIZE}")
+  parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help=f"largest upload; default {MAX_FILE_SIZE}")
+  parser.add_argument("--auth-file", default=None,
+                      help=f"a file of user:password lines that the page asks for (or set {AUTH_VARIABLE})")
   args = parser.parse_args(argv)
+  if not 0 < args.port < 65536:
+    parser.error(f"--port must be from 1 to 65535, got {args.port}.")
+  for flag, value in (("--max-pixels", args.max_pixels), ("--max-seconds", args.max_seconds),
+                      ("--queue-size", args.queue_size)):
+    if value <= 0:
+      parser.error(f"{flag} must be more than 0, got {value:g}.")
+  try:
+    auth = _credentials(args.auth_file)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  if args.host not in ("127.0.0.1", "localhost", "::1"):
+    print(f"warning: --host {args.host} opens the demo to every machine that can reach this one"
+          + ("; it asks for the credentials given." if auth else
+             f"; set {AUTH_VARIABLE}=user:password or pass --auth-file to require a login."), file=sys.stderr)
   logging.getLogger("absl").setLevel(logging.ERROR)
   try:
-    deblurrer = Deblurrer(args.workdir, args.checkpoint)
+    deblurrer = Deblurrer(args.workdir, args.checkpoint, max_pixels=int(args.max_pixels * 1e6),
+                          max_seconds=args.max_seconds)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   page = build(deblurrer)
   try:
-    page.queue().launch(server_name=args.host, server_port=args.port, allowed_paths=[str(deblurrer.out)],
-                        inbrowser=False, quiet=False)
+    page.queue(max_size=args.queue_size, default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, allowed_paths=[str(deblurrer.out)], inbrowser=False,
+        quiet=False, auth=auth, max_file_size=args.max_file_size)
   except OSError as error:  # the port is taken
     print(f"error: cannot listen on {args.host}:{args.port} ({error}); pass --port with a free port.",
           file=sys.stderr)
     return 1
+  finally:
+    shutil.rmtree(deblurrer.out, ignore_errors=True)
   return 0
+
+
+def _credentials(auth_file: str | None) -> list[tuple[str, str]] | None:
+  """[(user, password)] from --auth-file or the environment variable, or None; ValueError if malformed."""
+  if auth_file:
+    try:
+      lines = pathlib.Path(auth_file).read_text().splitlines()
+    except OSError as error:
+      raise ValueError(f"cannot read --auth-file {auth_file} ({error.strerror}).") from None
+    source = f"--auth-file {auth_file}"
+  elif os.environ.get(AUTH_VARIABLE):
+    lines, source = [os.environ[AUTH_VARIABLE]], AUTH_VARIABLE
+  else:
+    return None
+  pairs = [tuple(line.strip().split(":", 1)) for line in lines if line.strip()]
+  if not pairs or any(len(pair) != 2 or not all(pair) for pair in pairs):
+    raise ValueError(f"{source} must hold user:password (one per line).")
+  return pairs
 
 
 def run() -> None:

@@ -165,3 +165,54 @@ def test_the_page_in_chromium_deblurs_an_upload(server, trained_workdir, tmp_pat
   assert (result != pixels).mean() > 0.5  # … which differs from the upload wherever the model changes it
   assert slider_images >= 2
   assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_limits_and_credentials_are_checked_before_the_model_loads(tmp_path, monkeypatch, capsys):
+  for argv, message in ((["--port", "-1"], "--port must be from 1 to 65535, got -1."),
+                        (["--max-pixels", "0"], "--max-pixels must be more than 0, got 0."),
+                        (["--queue-size", "0"], "--queue-size must be more than 0, got 0.")):
+    with pytest.raises(SystemExit):
+      app.main(["--workdir", str(tmp_path), *argv])
+    assert message in capsys.readouterr().err
+  bad = tmp_path / "auth"
+  bad.write_text("no colon here\n")
+  assert app.main(["--workdir", str(tmp_path), "--auth-file", str(bad)]) == 1
+  assert "must hold user:password" in capsys.readouterr().err
+  bad.write_text("ann:secret\nbob:other:colon\n")
+  assert app._credentials(str(bad)) == [("ann", "secret"), ("bob", "other:colon")]
+  monkeypatch.setenv(app.AUTH_VARIABLE, "carl:pw")
+  assert app._credentials(None) == [("carl", "pw")]
+
+
+def test_an_open_host_warns_and_the_pixel_budget_refuses_large_photos(deblurrer, tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(app.AUTH_VARIABLE, raising=False)
+  assert app.main(["--workdir", str(tmp_path / "none"), "--host", "0.0.0.0"]) == 1  # no checkpoint: stops there
+  err = capsys.readouterr().err
+  assert "warning: --host 0.0.0.0 opens the demo to every machine" in err and app.AUTH_VARIABLE in err
+  path = tmp_path / "big.png"
+  _photo(path, size=(80, 60))
+  with pytest.raises(gr.Error) as info:
+    app.read_upload(str(path), max_pixels=4000)
+  assert info.value.message == "big.png has 0 megapixels, more than this demo's 0.004; deblur it with " \
+                               "simplenet-deblur, which has no limit."
+
+
+def test_a_request_past_its_time_budget_stops_at_its_next_tile(trained_workdir, tmp_path):
+  slow = app.Deblurrer(str(trained_workdir), out=tmp_path / "results", max_seconds=0.0)
+  path = tmp_path / "photo.png"
+  _photo(path, size=(300, 270))
+  windows = []
+  real = app.inference.tiled
+
+  def counted(apply_fn, image, tile, overlap, progress=None):
+    return real(lambda x: windows.append(1) or apply_fn(x), image, tile, overlap, progress)
+
+  app.inference.tiled = counted
+  try:
+    with pytest.raises(gr.Error) as info:
+      slow(str(path), False, "256")
+  finally:
+    app.inference.tiled = real
+  assert info.value.message == ("photo.png takes longer than this demo's 0 s; choose smaller tiles or no ensemble, "
+                                "or deblur it with simplenet-deblur.")
+  assert len(windows) == 1  # of 4
