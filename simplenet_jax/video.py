@@ -292,8 +292,8 @@ def deblur_video(make_frames_fn: Callable[[int, int, int], FramesFn], source: pa
   cannot be used.
 
   `make_frames_fn(height, width, batch_size)` gives the function that deblurs lists of up to `batch_size`
-  uint8 RGB frames of that size (`inference.frames_fn`); `identity` names what else decides the result (the model's checkpoint, tiles, ensemble): a rerun with the
-  same identity continues the chunks of an earlier run.
+  uint8 RGB frames of that size (`inference.frames_fn`); `identity` names what else decides the result (the
+  model's checkpoint, tiles, ensemble): a rerun with the same identity continues the chunks of an earlier run.
   """
   encoder = encoder_for(source, settings.codec)
   check_settings(settings, encoder)

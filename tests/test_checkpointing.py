@@ -277,9 +277,9 @@ def test_a_save_without_metrics_logs_no_warning(tmp_path, caplog):
 
 
 def _flip_bytes(step_dir):
-  """Flips the lowest bit of 8 bytes in the middle of each large data file of a checkpoint's state, where the arrays' bytes
-  are (no checksum covers them: tensorstore checks its b-tree nodes and the small files, the arrays' metadata);
-  the files keep their size and the values stay finite: only the hashes can tell."""
+  """Flips the lowest bit of 8 bytes in the middle of each large data file of a checkpoint's state, where the
+  arrays' bytes are (no checksum covers them: tensorstore checks its b-tree nodes and the small files, the
+  arrays' metadata); the files keep their size and the values stay finite: only the hashes can tell."""
   files = [f for f in (step_dir / "state").glob("ocdbt.process_*/d/*") if f.stat().st_size > 16_000]
   assert files
   for f in files:

@@ -150,7 +150,8 @@ def test_deblur_fn_on_a_batch_equals_independent_per_image_references(ensemble, 
     assert np.abs(got - np.asarray(inference.at_any_size(_network)(jnp.asarray(images)))).max() > 1e-2
 
 
-@pytest.mark.parametrize("tile,overlap,message", [(8, 0, "--tile must be from 16 to 4096 pixels (or 0: no tiles), got 8."),
+@pytest.mark.parametrize("tile,overlap,message", [(8, 0, "--tile must be from 16 to 4096 pixels (or 0: no tiles), "
+                                                            "got 8."),
                                                   (999999999, 0, "--tile must be from 16 to 4096 pixels"),
                                                   (32, 32, "--overlap must be at least 0 and smaller")])
 def test_bad_tiling_is_one_sentence(tile, overlap, message):
