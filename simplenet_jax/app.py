@@ -19,6 +19,7 @@ import pathlib
 import sys
 import shutil
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -45,6 +46,8 @@ MAX_SECONDS = 300.0
 QUEUE_SIZE = 8
 MAX_FILE_SIZE = "25mb"
 RESULT_AGE_S = 3600
+POLL_S = 0.5  # how often a waiting request yields to Gradio
+ABANDONED_S = 5.0  # a request not resumed by Gradio for this long has lost its visitor
 AUTH_VARIABLE = "SIMPLENET_DEMO_AUTH"  # "user:password"; never on the command line, where `ps` shows it
 TILE_CHOICES = ("auto", "whole photo", "256", "512", "1024")
 
@@ -66,8 +69,9 @@ class Deblurrer:
       if now - folder.stat().st_mtime > age_s:
         shutil.rmtree(folder, ignore_errors=True)
 
-  def __call__(self, path: str | None, ensemble: bool, tile_choice: str, progress=None):
-    """(before, after) uint8 for the slider, the PNG's path, a status line; gr.Error for a bad upload."""
+  def __call__(self, path: str | None, ensemble: bool, tile_choice: str, progress=None, wanted=None):
+    """(before, after) uint8 for the slider, the PNG's path, a status line; gr.Error for a bad upload.
+    `wanted()` is asked after every tile: False (its visitor left) stops the work there."""
     self.prune()
     photo, name = read_upload(path, self.max_pixels)
     height, width = photo.rgb.shape[:2]
@@ -76,7 +80,9 @@ class Deblurrer:
       progress(0, desc="deblurring (the first photo of a size also compiles the network)")
     start = time.perf_counter()
 
-    def report(done, total):  # after every tile: the time budget is enforced here
+    def report(done, total):  # after every tile: the time budget and the visitor's presence are checked here
+      if wanted is not None and not wanted() and done < total:
+        raise Abandoned(f"{name}: its visitor left; stopped after {done} of {total} tiles.")
       if time.perf_counter() - start > self.max_seconds and done < total:
         raise gr.Error(f"{name} takes longer than this demo's {self.max_seconds:.0f} s; choose smaller tiles "
                        "or no ensemble, or deblur it with simplenet-deblur.")
@@ -126,11 +132,47 @@ def resolve_tile(choice: str, pixels: int) -> int:
   return 0 if choice == "whole photo" else int(choice)
 
 
+class Abandoned(Exception):
+  """The visitor of a request left before its result was ready."""
+
+
+def request_handler(deblurrer: Deblurrer):
+  """The page's handler: the deblurring runs in a thread while this generator waits, yielding "no change" every
+  POLL_S. Gradio stops iterating the generator of a visitor who leaves; the thread notices at its next tile that
+  the generator has not been resumed for ABANDONED_S, and stops, so the machine is free for the next visitor."""
+
+  def run(path, ensemble, tile_choice, progress=gr.Progress()):
+    last_resumed, box = [time.monotonic()], {}
+
+    def work():
+      try:
+        box["result"] = deblurrer(path, ensemble, tile_choice, progress,
+                                  wanted=lambda: time.monotonic() - last_resumed[0] < ABANDONED_S)
+      except Abandoned as error:
+        logging.getLogger(__name__).info("%s", error)
+      except BaseException as error:  # pylint: disable=broad-except  # raised again to Gradio below
+        box["error"] = error
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while True:
+      worker.join(POLL_S)
+      if not worker.is_alive():
+        break
+      yield gr.skip(), gr.skip(), gr.skip()
+      last_resumed[0] = time.monotonic()
+    if "error" in box:
+      raise box["error"]
+    if "result" in box:
+      yield box["result"]
+
+  return run
+
+
 def build(deblurrer: Deblurrer) -> gr.Blocks:
   """The page: a photo, the two options and a button; the slider, the download and a status line."""
 
-  def run(path, ensemble, tile_choice, progress=gr.Progress()):
-    return deblurrer(path, ensemble, tile_choice, progress)
+  run = request_handler(deblurrer)
 
   name = deblurrer.config.get("name", "?")
   # Gradio's own copies of uploads and results are deleted by age too, checked every 10 minutes.

@@ -216,3 +216,32 @@ def test_a_request_past_its_time_budget_stops_at_its_next_tile(trained_workdir, 
   assert info.value.message == ("photo.png takes longer than this demo's 0 s; choose smaller tiles or no ensemble, "
                                 "or deblur it with simplenet-deblur.")
   assert len(windows) == 1  # of 4
+
+
+def test_a_request_whose_visitor_left_stops_at_its_next_tile(trained_workdir, tmp_path, monkeypatch):
+  monkeypatch.setattr(app, "ABANDONED_S", 0.5)
+  monkeypatch.setattr(app, "POLL_S", 0.05)
+  deblurrer = app.Deblurrer(str(trained_workdir), out=tmp_path / "results")
+  path = tmp_path / "photo.png"
+  _photo(path, size=(520, 600))  # 3 × 3 tiles of 256
+  windows = []
+  real = app.inference.tiled
+
+  def counted(apply_fn, image, tile, overlap, progress=None):
+    return real(lambda x: windows.append(1) or time.sleep(0.1) or apply_fn(x), image, tile, overlap, progress)
+
+  monkeypatch.setattr(app.inference, "tiled", counted)
+  handler = app.request_handler(deblurrer)
+  stayed = list(handler(str(path), False, "256", progress=None))  # a visitor who waits: Gradio resumes it
+  (before_after, png_path, status) = stayed[-1]
+  assert len(windows) == 9 and pathlib.Path(png_path).exists() and status.startswith("Deblurred photo.png")
+  assert all(update == (gr.skip(), gr.skip(), gr.skip()) for update in stayed[:-1])
+
+  windows.clear()
+  left = handler(str(path), False, "256", progress=None)
+  next(left)  # the visitor is there, then leaves: Gradio never resumes the generator again
+  time.sleep(3)  # the abandonment is noticed at the first tile that ends 0.5 s after the last resume
+  assert 1 <= len(windows) < 9
+  done = len(windows)
+  time.sleep(1)
+  assert len(windows) == done  # stopped for good

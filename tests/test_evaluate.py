@@ -390,3 +390,14 @@ def test_other_data_never_replaces_the_models_own_results_and_an_out_is_kept_unl
     loop.evaluate_workdir(workdir, out=out)
   loop.evaluate_workdir(workdir, out=out, overwrite=True)
   assert (out / "results.csv").exists() and not (out / "images").exists() and not (out / "worst").exists()
+
+
+def test_data_on_read_only_media_is_built_in_the_workdir(workdir, data_root, tmp_path, monkeypatch):
+  media = tmp_path / "media"
+  shutil.copytree(data_root / "test", media / "pairs" / "test")
+  real_access = os.access
+  monkeypatch.setattr(os, "access", lambda path, mode: False if os.fspath(path) == str(media) and mode == os.W_OK
+                      else real_access(path, mode))
+  summary = loop.evaluate_workdir(workdir, data_root=str(media / "pairs"))
+  assert summary["images"] == 2
+  assert not (media / "pairs_tfds").exists() and (workdir / "data" / "pairs_tfds").is_dir()

@@ -263,14 +263,14 @@ def test_unavailable_codec_and_bad_numbers_are_one_sentence(trained_workdir, los
 
 
 @pytest.mark.slow
-def test_kill_9_mid_clip_then_rerun_gives_the_uninterrupted_file(trained_workdir, tmp_path):
+def test_kill_9_mid_clip_then_rerun_gives_the_uninterrupted_file(trained_workdir, tmp_path, capsys):
   path = tmp_path / "long.mkv"
   make_clip(path, frames=120, audio=True)
-  command = [sys.executable, "-m", "simplenet_jax.deblur", "--workdir", str(trained_workdir), str(path),
-             "--codec", "ffv1", "--chunk-frames", "8", "--batch-size", "1"]
+  flags = ["--workdir", str(trained_workdir), str(path), "--codec", "ffv1", "--chunk-frames", "8", "--batch-size", "1"]
+  command = [sys.executable, "-m", "simplenet_jax.deblur", *flags]
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   reference = tmp_path / "reference"
-  subprocess.run(command + ["--out", str(reference)], env=env, check=True, capture_output=True)
+  assert deblur.main(flags + ["--out", str(reference)]) == 0  # uninterrupted, in this process
 
   out = tmp_path / "out"
   chunks = out / ".long.mkv.chunks"
@@ -286,8 +286,9 @@ def test_kill_9_mid_clip_then_rerun_gives_the_uninterrupted_file(trained_workdir
   finished = len(list(chunks.glob("*.mkv")))
   assert 3 <= finished < 15
 
-  rerun = subprocess.run(command + ["--out", str(out)], env=env, check=True, capture_output=True, text=True)
-  assert f"({finished * 8} from the chunks of an earlier run)" in rerun.stdout
+  capsys.readouterr()
+  assert deblur.main(flags + ["--out", str(out)]) == 0  # the same command again (in this process: no new start)
+  assert f"({finished * 8} from the chunks of an earlier run)" in capsys.readouterr().out
   result, expected = read_clip(out / "long.mkv"), read_clip(reference / "long.mkv")
   assert len(result["images"]) == 120
   np.testing.assert_array_equal(result["times"], expected["times"])

@@ -86,6 +86,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   data = config.data
   if data_root is not None:  # a folder of pairs: built (once, beside it) and read like any data set
     data.root, data.tfds_dir, data.dataset = _test_root(data_root), "", dataset or "folder"
+    data.tfds_dir = _writable_build_dir(data.root, workdir)
   elif dataset is not None:
     data.dataset = dataset
   if aligned is None:
@@ -144,6 +145,15 @@ def _clear_results(out) -> None:
   for name in RESULT_FOLDERS:
     if (out / name).exists():
       (out / name).rmtree()
+
+
+def _writable_build_dir(root: str, workdir) -> str:
+  """Where --data's build goes: beside it (`<root>_tfds`, where `prepare` puts it) when it is there or can be
+  made there; else (read-only media) in WORKDIR/data/<name>_tfds."""
+  beside = catalogue.default_tfds_dir(root)
+  if paths.is_url(beside) or os.path.exists(beside) or os.access(os.path.dirname(os.path.abspath(beside)), os.W_OK):
+    return ""
+  return os.fspath(paths.user_path(workdir) / "data" / os.path.basename(beside))
 
 
 def _test_root(path: str) -> str:
