@@ -259,6 +259,10 @@ def test_unavailable_codec_and_bad_numbers_are_one_sentence(trained_workdir, los
   assert any("must come after --start" in line for line in _error_lines(capsys))
   with pytest.raises(SystemExit):
     _deblur(trained_workdir, path, "--out", tmp_path / "out", "--batch-size", "0")
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  assert _deblur(trained_workdir, path, "--out", blocker / "out") == 1
+  assert any(f"cannot write to the output folder {blocker / 'out'}" in line for line in _error_lines(capsys))
   assert not (tmp_path / "out" / "walk.mp4").exists() and not (tmp_path / "out" / "walk.mkv").exists()
 
 
