@@ -44,6 +44,11 @@ def main(argv):
     logging.debug("details", exc_info=True)  # --verbosity=1 shows the traceback
     print(f"error: {error}", file=sys.stderr)
     return 1
+  except OSError as error:  # a disk that filled up or a folder that went away mid-run
+    logging.debug("details", exc_info=True)
+    print(f"error: cannot write to the workdir {FLAGS.workdir} ({error.strerror or error}); free some space and "
+          "rerun the same command, which resumes from the last checkpoint.", file=sys.stderr)
+    return 1
   return 0
 
 

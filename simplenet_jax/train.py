@@ -325,6 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   validate_training_config(config)
   ModelConfig.from_mapping(config.model)  # checked before anything is written to the workdir
   paths.check_reachable(workdir, "workdir")
+  if jax.process_index() == 0:
+    paths.check_writable(workdir, "workdir", "--workdir")  # one sentence now, not a traceback at the first save
   with workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     return _train(config, workdir)
 

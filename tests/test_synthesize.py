@@ -59,3 +59,13 @@ def test_numbers_out_of_range_are_one_sentence_before_any_work(tmp_path, capsys,
     synthesize.main(["--out", str(tmp_path / "x"), *args])
   assert info.value.code == 2 and capsys.readouterr().err.strip().endswith(f"error: {message}")
   assert not list(tmp_path.iterdir())
+
+
+def test_an_out_that_cannot_be_written_is_one_sentence(tmp_path, capsys):
+  from simplenet_jax.data import synthesize  # pylint: disable=g-import-not-at-top
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  assert synthesize.main(["--out", str(blocker / "demo"), "--train-pairs", "1", "--test-pairs", "1",
+                          "--workers", "1"]) == 1
+  assert capsys.readouterr().err.strip() == (f"error: cannot write the data set to {blocker / 'demo'} (Not a "
+                                             "directory); pass --out a writable folder with room for it.")

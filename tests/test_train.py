@@ -507,3 +507,12 @@ def test_a_second_trainer_on_a_busy_workdir_stops_at_once(data_root, tmp_path):
     with pytest.raises(workdir_lock.WorkdirBusyError, match=r"is in use by another run \(pid"):
       train.train_and_evaluate(smoke_config(data_root), tmp_path / "run")
   assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # nothing written; the lock released
+
+
+def test_a_workdir_that_cannot_be_written_is_one_sentence_before_any_work(data_root, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(ValueError) as info:
+    train.train_and_evaluate(smoke_config(data_root), blocker / "run")
+  assert str(info.value) == (f"cannot write to the workdir {blocker / 'run'} (Not a directory); pass --workdir "
+                             "with a writable folder.")

@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except images.DatasetError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
+  except OSError as err:  # an --out that cannot be made or written, or a disk that filled up
+    print(f"error: cannot write the data set to {args.out} ({err.strerror or err}); pass --out a writable "
+          "folder with room for it.", file=sys.stderr)
+    return 1
   seconds = time.perf_counter() - start
   if meta["recipe"]["photos_too_small"]:
     print(f"Skipped {meta['recipe']['photos_too_small']} photos smaller than {args.size[1]}×{args.size[0]}.")
