@@ -171,8 +171,8 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
   grain's state records each worker's position.
   """
   items = dict(state=ocp.args.StandardRestore(abstract_state))
+  meta = saved_meta(manager, step)  # read once: the iterator's layout and the arrays' hashes
   if data_iterator is not None:
-    meta = saved_meta(manager, step)
     saved_layout = (meta.get("process_count"), meta["config"].get("data", {}).get("num_workers"))
     layout = (jax.process_count(), num_workers)
     if saved_layout == layout:
@@ -189,7 +189,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
     # tensorstore's report of a file it cannot read (DATA_LOSS, a cut-off file): the checkpoint is damaged.
     raise CheckpointDamagedError(f"the checkpoint of step {step} in {manager.directory} is damaged: "
                                  f"{paths.first_line(error)}.") from None
-  hashes = saved_meta(manager, step).get("hashes", {})
+  hashes = meta.get("hashes", {})
   verify(state.params, hashes.get("params"), "parameter", step, manager.directory)
   verify(state.opt_state, hashes.get("opt_state"), "optimizer", step, manager.directory)
   return state

@@ -141,8 +141,8 @@ def _probe(container) -> _Probe:
   duration = None
   if stream.duration is not None and stream.time_base:
     duration = float(stream.duration * stream.time_base)
-  elif _tag_seconds(stream.metadata.get("DURATION")) is not None:  # Matroska's per-track duration
-    duration = _tag_seconds(stream.metadata.get("DURATION"))
+  elif (tagged := _tag_seconds(stream.metadata.get("DURATION"))) is not None:  # Matroska's per-track duration
+    duration = tagged
   elif container.duration and not container.streams.audio:  # else it may be the audio's
     duration = container.duration / av.time_base
   # For the progress bar, the container's duration will do when the stream has none.
