@@ -21,7 +21,7 @@ import sys
 from etils import epath
 
 from simplenet_jax import extras
-from simplenet_jax import paths as user_paths
+from simplenet_jax import paths
 from simplenet_jax import tiling
 
 
@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
       parser.error(f"{flag} must be at least {low}, got {value}.")
   # JAX (and with it the network) is imported only now: --help and argument mistakes answer at once.
   from simplenet_jax import inference  # pylint: disable=g-import-not-at-top
-  from simplenet_jax import paths  # pylint: disable=g-import-not-at-top
   from simplenet_jax import photos  # pylint: disable=g-import-not-at-top
   logging.getLogger("absl").setLevel(logging.ERROR)
 
@@ -123,7 +122,7 @@ def _deblur_videos(args, network, step: int, targets: dict, settings) -> list[tu
   sentence)."""
   from simplenet_jax import inference  # pylint: disable=g-import-not-at-top
   from simplenet_jax import video  # pylint: disable=g-import-not-at-top
-  identity = {"workdir": str(user_paths.user_path(args.workdir)), "step": step, "tile": args.tile,
+  identity = {"workdir": str(paths.user_path(args.workdir)), "step": step, "tile": args.tile,
               "overlap": args.overlap, "max_pixels": args.max_pixels, "ensemble": args.ensemble}
 
   def make_frames_fn(height: int, width: int, batch_size: int):

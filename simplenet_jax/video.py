@@ -216,7 +216,7 @@ def _frames(container, start: float | None, end: float | None, lost: list[str]) 
     av.logging.set_level(previous_level)
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
   """uint8 RGB in the colour matrix and range the frame is tagged with (limited range when untagged)."""
   return frame.reformat(format="rgb24", src_color_range=frame.color_range or None).to_ndarray()
 
@@ -336,7 +336,7 @@ def deblur_video(make_frames_fn: Callable[[int, int, int], FramesFn], source: pa
         if writer is None:
           writer = _ChunkWriter(chunk_path, container_format, encoder, crf, frame, probe.rate, probe.time_base,
                                 width, height)
-        pending.append((_to_rgb(frame), frame))
+        pending.append((to_rgb(frame), frame))
         if len(pending) == batch_size or index % chunk_frames == 0:
           _flush(deblur_fn, pending, writer, bar, run)
         if index % chunk_frames == 0:

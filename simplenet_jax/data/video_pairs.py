@@ -32,6 +32,7 @@ import tqdm
 from PIL import Image
 
 from simplenet_jax import paths
+from simplenet_jax import video
 from simplenet_jax.data import images
 from simplenet_jax.data import layouts
 from simplenet_jax.data.images import DatasetError
@@ -270,7 +271,7 @@ def decode_frames(path: pathlib.Path, decoding: Decoding) -> Iterator[tuple[int,
 def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
   """uint8 RGB [H, W, 3] of a decoded frame, turned as the stream's display matrix says (phones record
   portrait clips as landscape frames plus a rotation). Rotations other than quarter turns are left as they are."""
-  rgb = frame.to_ndarray(format="rgb24")
+  rgb = video.to_rgb(frame)  # in the frame's own colour matrix and range, as simplenet-deblur reads it
   turns = (frame.rotation or 0) / 90
   if turns != round(turns):
     return rgb
