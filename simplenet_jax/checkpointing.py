@@ -182,17 +182,36 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
       logging.warning("the checkpoint's data iterator came from (processes, workers) = %s and this run has %s: "
                       "model and optimizer are restored, the data order starts afresh", saved_layout, layout)
   try:
-    state = manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    with _failed_reads_settled(), _unreadable_is_damaged(step, manager):
+      state = manager.restore(step, args=ocp.args.Composite(**items))["state"]
   except ValueError as error:
     if "tree structures do not match" in str(error):
       raise _mismatch(step, manager) from None
-    # tensorstore's report of a file it cannot read (DATA_LOSS, a cut-off file): the checkpoint is damaged.
-    raise CheckpointDamagedError(f"the checkpoint of step {step} in {manager.directory} is damaged: "
-                                 f"{paths.first_line(error)}.") from None
+    raise
   hashes = meta.get("hashes", {})
   verify(state.params, hashes.get("params"), "parameter", step, manager.directory)
   verify(state.opt_state, hashes.get("opt_state"), "optimizer", step, manager.directory)
   return state
+
+
+@contextlib.contextmanager
+def _unreadable_is_damaged(step: int, manager):
+  """An array file that tensorstore cannot read (a cut-off file, DATA_LOSS, a zstd frame that does not decode)
+  becomes CheckpointDamagedError. tensorstore reports it as ValueError, which orbax wraps in a bare Exception
+  ("Encountered error while reading array index ...") for an array it reads as a shard.
+  """
+  try:
+    yield
+  except CheckpointDamagedError:
+    raise
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    cause = error
+    while not isinstance(cause, ValueError) and cause.__cause__ is not None:
+      cause = cause.__cause__
+    if not isinstance(cause, ValueError) or "tree structures do not match" in str(cause):
+      raise
+    raise CheckpointDamagedError(f"the checkpoint of step {step} in {manager.directory} is damaged: "
+                                 f"incomplete or corrupt: {paths.first_line(cause)}.") from None
 
 
 def _mismatch(step: int, manager) -> CheckpointMismatchError:
@@ -210,7 +229,7 @@ def abstract_like(tree: Any) -> Any:
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
   """Only the model parameters of a checkpoint (for evaluation and inference), on the default device."""
   target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)}
-  with _failed_reads_settled():
+  with _failed_reads_settled(), _unreadable_is_damaged(step, manager):
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
   params = jax.device_put(restored["state"]["params"])  # orbax gives host arrays for an unsharded target

@@ -276,16 +276,44 @@ def test_a_save_without_metrics_logs_no_warning(tmp_path, caplog):
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
 
 
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")  # each array chunk in an OCDBT data file is one zstd frame
+
+
+def _frames(data: bytes) -> list[tuple[int, int]]:
+  starts = [i for i in range(len(data)) if data.startswith(ZSTD_MAGIC, i)]
+  return list(zip(starts, starts[1:] + [len(data)]))
+
+
 def _flip_bytes(step_dir):
-  """Flips the lowest bit of 8 bytes in the middle of each large data file of a checkpoint's state, where the
-  arrays' bytes are (no checksum covers them: tensorstore checks its b-tree nodes and the small files, the
-  arrays' metadata); the files keep their size and the values stay finite: only the hashes can tell."""
-  files = [f for f in (step_dir / "state").glob("ocdbt.process_*/d/*") if f.stat().st_size > 16_000]
+  """Flips the lowest bit of 8 bytes in the middle of every large zstd frame of a checkpoint's state: the
+  large arrays' bytes, which no checksum covers (tensorstore checks its b-tree nodes and the small files, the
+  arrays' metadata). The files keep their size. Whether a flipped frame still decodes (to other, finite
+  values, which only the hashes can tell) depends on the bytes hit; for the one large array of
+  `test_flipped_bytes_or_non_finite_parameters_are_a_damaged_checkpoint` it does. Every large frame, not the
+  file's middle: the order in which orbax's concurrent writes land differs from run to run, and the middle
+  may hold another array's small frame or an optimizer array where a test reads only the parameters."""
+  files = list((step_dir / "state").glob("ocdbt.process_*/d/*"))
+  assert files
+  flipped = 0
+  for f in files:
+    data = bytearray(f.read_bytes())
+    for start, end in _frames(data):
+      if end - start > 4096:
+        middle = (start + end) // 2
+        data[middle:middle + 8] = bytes(b ^ 0x01 for b in data[middle:middle + 8])
+        flipped += 1
+    f.write_bytes(bytes(data))
+  assert flipped
+
+
+def _break_frames(step_dir):
+  """Overwrites the magic number of every zstd frame of a checkpoint's state: no array of it decodes."""
+  files = list((step_dir / "state").glob("ocdbt.process_*/d/*"))
   assert files
   for f in files:
     data = bytearray(f.read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 8] = bytes(b ^ 0x01 for b in data[middle:middle + 8])
+    for start, _ in _frames(data):
+      data[start:start + 4] = b"\0\0\0\0"
     f.write_bytes(bytes(data))
 
 
@@ -310,3 +338,22 @@ def test_flipped_bytes_or_non_finite_parameters_are_a_damaged_checkpoint(tmp_pat
                      match=r"^the checkpoint of step 3 in .* is damaged: \d of its (parameter|optimizer) arrays "
                            r"differ from what was saved"):
     checkpointing.restore(manager, 3, abstract)
+
+
+def test_an_array_that_does_not_decode_is_a_damaged_checkpoint(tmp_path, capfd):
+  """tensorstore's error for an undecodable chunk reaches orbax's shard reader, which wraps it in a bare
+  Exception: both restores still say "damaged" in one sentence, and print no tracebacks of their own."""
+  manager = checkpointing.create_manager(tmp_path, keep=3)
+  params = nnx.split(nnx.Linear(30, 20, rngs=nnx.Rngs(0)))[1]
+  tx = optax.adam(1e-3)
+  state = State(step=jnp.asarray(3, jnp.int32), params=params, opt_state=tx.init(params))
+  checkpointing.save(manager, 1, state, None, smoke.get_config())
+  manager.wait_until_finished()
+  _break_frames(tmp_path / "checkpoints" / "1")
+  capfd.readouterr()
+  with pytest.raises(checkpointing.CheckpointDamagedError,
+                     match=r"^the checkpoint of step 1 in .* is damaged: incomplete or corrupt: [A-Z_]+: Error reading .*\.$"):
+    checkpointing.restore(manager, 1, checkpointing.abstract_like(state))
+  with pytest.raises(checkpointing.CheckpointDamagedError, match=r"^the checkpoint of step 1 in .* is damaged: "):
+    checkpointing.restore_params(checkpointing.create_manager(tmp_path, keep=3, read_only=True), 1, state.params)
+  assert "Traceback" not in capfd.readouterr().err

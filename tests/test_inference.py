@@ -295,7 +295,8 @@ def test_a_checkpoint_with_flipped_bytes_is_refused_naming_the_intact_steps(work
   with pytest.raises(ValueError) as info:
     inference.load_model(workdir_copy)
   message = str(info.value)
-  assert re.match(rf"the checkpoint of step 4 in {re.escape(str(workdir_copy))} is damaged \(\d+ of its parameter "
-                  r"arrays differ from what was saved \(", message), message
+  # A flipped frame that still decodes is told by the hashes; one that does not, by tensorstore.
+  assert re.match(rf"the checkpoint of step 4 in {re.escape(str(workdir_copy))} is damaged \((\d+ of its parameter "
+                  r"arrays differ from what was saved \(|incomplete or corrupt: )", message), message
   assert message.endswith("; pass --checkpoint with one of the intact steps [2].")
   inference.load_model(workdir_copy, "2")  # the intact one still loads
