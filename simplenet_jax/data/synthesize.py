@@ -47,7 +47,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--noise", type=float, default=BlurSettings.noise,
                       help="largest sensor-noise std at white, in linear light (0 for none)")
   parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+  parser.add_argument("--independent", action="store_true",
+                      help="write the independent test set instead (synthesis.independent: 8 photos from other "
+                      "wheels, blurred by motion kernels in three bands; only --out applies); never train on it")
   args = parser.parse_args(argv)
+  if args.independent:
+    given = [f for f in ("--photos", "--train-pairs", "--test-pairs", "--size", "--test-size", "--seed",
+                         "--max-blur", "--noise", "--workers") if any(a.split("=")[0] == f for a in (argv or sys.argv[1:]))]
+    if given:
+      parser.error(f"--independent takes only --out; it has its own fixed photos, blur and seed, not {', '.join(given)}.")
   # Checked here, in one sentence each: out of range, they would fail deep in a worker or exhaust memory.
   sizes = [("--size", args.size)] + ([("--test-size", args.test_size)] if args.test_size else [])
   for flag, (height, width) in sizes:
@@ -65,6 +73,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  if args.independent:
+    return _independent(args.out)
   if args.photos is None:
     extras.require("demo", "python -m simplenet_jax.data.synthesize without --photos (the built-in photos)",
                    "skimage", "sklearn", "matplotlib")
@@ -92,6 +102,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.out} already holds this data set; nothing to do.")
   else:
     print(f"Wrote the data set to {args.out} in {seconds:.1f} s.")
+  return 0
+
+
+def _independent(out: str) -> int:
+  from simplenet_jax.data.synthesis import independent  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  already_built = (pathlib.Path(out) / independent.META_FILE).is_file()
+  try:
+    meta = independent.write_dataset(out)
+  except images.DatasetError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
+  except OSError as err:
+    print(f"error: cannot write the data set to {out} ({err.strerror or err}); pass --out a writable folder with "
+          "room for it.", file=sys.stderr)
+    return 1
+  for band, stats in meta["summary"].items():
+    print(f"test, {band}: {stats['count']} pairs, mean input PSNR {stats['mean_input_psnr_db']:.2f} dB")
+  print(f"{out} already holds this data set; nothing to do." if already_built else
+        f"Wrote the independent test set to {out} in {time.perf_counter() - start:.1f} s.")
   return 0
 
 

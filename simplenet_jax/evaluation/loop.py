@@ -23,6 +23,7 @@ from simplenet_jax import photos
 from simplenet_jax import tiling
 from simplenet_jax.data import catalogue
 from simplenet_jax.data import pipeline
+from simplenet_jax.evaluation import bands
 from simplenet_jax.evaluation import metrics
 from simplenet_jax.evaluation import reports
 from simplenet_jax.evaluation import scoring
@@ -126,7 +127,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
       "checkpoint_step": step, "config": config.get("name", ""), "dataset": data.dataset,
       "headline": scoring.ALIGNED if aligned else "unaligned", "ensemble": ensemble, "tile": tile,
       "batch_size": batch_size, "data": split.description, "device": jax.devices()[0].device_kind,
-      "out": str(out)})
+      "out": str(out), "bands": bands.band_summary(results, bands.pair_bands(data.root))})
 
 
 RESULT_FILES = ("results.csv", "summary.json")

@@ -109,6 +109,10 @@ def summary_text(summary: dict, *, saved_images: bool = False) -> str:
   lines.append(f"  colour shift (largest channel-mean offset) {summary['colour_shift']:.2f} levels (blurred input "
                f"{summary['input_colour_shift']:.2f}); worst image: PSNR {summary['worst_psnr_gain']:+.2f} dB, "
                f"colour shift {summary['worst_colour_shift_excess']:+.2f} levels beyond its input's")
+  for band, stats in summary.get("bands", {}).items():
+    lines.append(f"  {band} ({stats['images']} images, input {stats['input_psnr']:.2f} dB): PSNR gain "
+                 f"{stats['gain']:+.2f} dB (worst {stats['worst_gain']:+.2f}), colour shift "
+                 f"{stats['colour_shift']:.2f} levels (input {stats['input_colour_shift']:.2f})")
   saved = ", images/, worst/, best/" if saved_images else ""
   lines.append(f"  files: {summary['out']}/results.csv, summary.json{saved}")
   return "\n".join(lines)
