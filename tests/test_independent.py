@@ -1,7 +1,6 @@
 """The independent test set (`synthesis.independent`): its photos, its kernels, its bands, its files."""
 
 import hashlib
-import io
 import json
 
 import numpy as np
