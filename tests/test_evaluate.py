@@ -401,3 +401,24 @@ def test_data_on_read_only_media_is_built_in_the_workdir(workdir, data_root, tmp
   summary = loop.evaluate_workdir(workdir, data_root=str(media / "pairs"))
   assert summary["images"] == 2
   assert not (media / "pairs_tfds").exists() and (workdir / "data" / "pairs_tfds").is_dir()
+
+
+def test_a_synthesized_sets_bands_are_in_the_summary_and_the_printout(workdir, data_root, tmp_path):
+  """A meta.json beside the pairs (as `synthesize` writes) gives each blur band's gain, from results.csv."""
+  from simplenet_jax.evaluation import reports  # pylint: disable=g-import-not-at-top
+  shutil.copytree(data_root / "test", tmp_path / "set" / "test")
+  names = sorted(f"{p.parent.parent.name}/{p.stem}" for p in (tmp_path / "set" / "test").glob("*/blur/*.png"))
+  assert len(names) == 2
+  pairs = [{"split": "test", "scene": n.split("/")[0], "frame": n.split("/")[1] + ".png",
+            "trajectory_length_px": length} for n, length in zip(names, (0.5, 22.0))]
+  (tmp_path / "set" / "meta.json").write_text(json.dumps({"pairs": pairs}))
+  summary = loop.evaluate_workdir(workdir, data_root=str(tmp_path / "set"))
+  rows = {f"{r['scene']}/{r['name']}": r for r in csv.DictReader(open(pathlib.Path(summary["out"]) / "results.csv"))}
+  assert list(summary["bands"]) == ["nearly sharp", "heavy"]
+  for band, name in zip(("nearly sharp", "heavy"), names):
+    gain = float(rows[name]["psnr"]) - float(rows[name]["input_psnr"])
+    assert summary["bands"][band]["images"] == 1
+    assert summary["bands"][band]["gain"] == pytest.approx(gain, abs=1e-5)
+  text = reports.summary_text(summary)
+  assert f"nearly sharp (1 images, input {float(rows[names[0]]['input_psnr']):.2f} dB): PSNR gain " in text
+  assert loop.evaluate_workdir(workdir, data_root=str(data_root))["bands"] == {}  # no meta.json: no bands

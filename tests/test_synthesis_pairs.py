@@ -114,3 +114,12 @@ def test_jpeg_inputs_are_lossy_but_close_and_targets_stay_lossless():
   _, encoded = cv2.imencode(".jpg", plain.blur[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
   reference = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
   assert _psnr(jpeg.blur, reference) > _psnr(jpeg.blur, plain.blur) + 5
+
+
+def test_near_sharp_pairs_move_at_most_min_length():
+  photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+  settings = dataclasses.replace(camera_shake.BlurSettings(), near_sharp_fraction=1.0, jpeg_fraction=0.0)
+  lengths = [pairs.synthesize_pair(photo, np.random.default_rng(k), 32, 32, settings).info["trajectory_length_px"]
+             for k in range(6)]
+  assert max(lengths) <= settings.min_length and len(set(lengths)) == 6
+

@@ -9,6 +9,7 @@ command gives byte-identical files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import pathlib
 import sys
@@ -42,10 +43,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="height and width of every test pair (default: whole photos, scaled down to "
                            f"{sources.MAX_TEST_SIDE} px at most)")
   parser.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
-  parser.add_argument("--max-blur", type=float, default=BlurSettings.max_length,
-                      help="longest camera path in pixels")
-  parser.add_argument("--noise", type=float, default=BlurSettings.noise,
-                      help="largest sensor-noise std at white, in linear light (0 for none)")
+  parser.add_argument("--max-blur", type=float, default=None,
+                      help=f"longest camera path in pixels (default: {dataset.TRAIN_BLUR.max_length:g} for train "
+                      f"pairs, {BlurSettings.max_length:g} for test pairs)")
+  parser.add_argument("--noise", type=float, default=None,
+                      help=f"largest sensor-noise std at white, in linear light, 0 for none (default "
+                      f"{BlurSettings.noise:g})")
   parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
   parser.add_argument("--independent", action="store_true",
                       help="write the independent test set instead (synthesis.independent: 8 photos from other "
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = dataset.synthesize_dataset(
         args.out, photos_dir=args.photos, train_pairs=args.train_pairs, test_pairs=args.test_pairs,
         size=tuple(args.size), test_size=tuple(args.test_size) if args.test_size else None, seed=args.seed,
-        workers=args.workers, settings=BlurSettings(max_length=args.max_blur, noise=args.noise))
+        workers=args.workers, settings=_given(dataset.TRAIN_BLUR, args), test_settings=_given(BlurSettings(), args))
   except images.DatasetError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
@@ -103,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   else:
     print(f"Wrote the data set to {args.out} in {seconds:.1f} s.")
   return 0
+
+
+def _given(settings: BlurSettings, args: argparse.Namespace) -> BlurSettings:
+  """`settings` with what --max-blur and --noise give."""
+  given = {"max_length": args.max_blur, "noise": args.noise}
+  return dataclasses.replace(settings, **{k: v for k, v in given.items() if v is not None})
 
 
 def _independent(out: str) -> int:

@@ -30,6 +30,8 @@ class BlurSettings:
 
   Attributes:
     min_length, max_length: range of the camera path length during one exposure, in output pixels.
+    near_sharp_fraction: share of pairs whose camera moves less than that, at most `min_length` (uniformly
+      from 0): pairs that teach a network to leave what is already sharp as it is.
     length_beta: Beta(a, b) shape of the path length within that range; (1.3, 5) is mostly moderate blur
       (median ≈ 3.4 px, 95% under 8 px for the default range) with tails of small and large ones.
     min_sub_frames, max_sub_frames: sub-frames averaged per blurred image (odd, so one is the middle).
@@ -49,6 +51,7 @@ class BlurSettings:
 
   min_length: float = 1.0
   max_length: float = 15.0
+  near_sharp_fraction: float = 0.0
   length_beta: tuple[float, float] = (1.3, 5.0)
   min_sub_frames: int = 15
   max_sub_frames: int = 31

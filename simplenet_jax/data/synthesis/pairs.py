@@ -135,7 +135,11 @@ def synthesize_pair(photo: Image.Image, rng: np.random.Generator, height: int, w
   `min_scale` overrides the settings' (1 keeps the photo's own resolution).
   """
   if shake is None:
-    length = settings.min_length + (settings.max_length - settings.min_length) * rng.beta(*settings.length_beta)
+    # Drawn only when asked for, so that sets made without near-sharp pairs keep their bytes.
+    if settings.near_sharp_fraction > 0 and rng.random() < settings.near_sharp_fraction:
+      length = rng.uniform(0.0, settings.min_length)
+    else:
+      length = settings.min_length + (settings.max_length - settings.min_length) * rng.beta(*settings.length_beta)
     shake = camera_shake.random_shake(rng, length, (height, width), settings)
   margin = camera_shake.margin_for(shake, height, width)
   min_scale = settings.min_scale if min_scale is None else min_scale
