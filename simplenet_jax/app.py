@@ -84,7 +84,7 @@ class Deblurrer:
       if wanted is not None and not wanted() and done < total:
         raise Abandoned(f"{name}: its visitor left; stopped after {done} of {total} tiles.")
       if time.perf_counter() - start > self.max_seconds and done < total:
-        raise gr.Error(f"{name} takes longer than this demo's {self.max_seconds:.0f} s; choose smaller tiles "
+        raise _refusal(f"{name} takes longer than this demo's {self.max_seconds:.0f} s; choose smaller tiles "
                        "or no ensemble, or deblur it with simplenet-deblur.")
       if progress is not None:
         progress((done, total), desc="tiles", unit="tiles")
@@ -102,26 +102,33 @@ class Deblurrer:
     return (before, after), str(target), status
 
 
+def _refusal(message: str) -> gr.Error:
+  """A refused request: its sentence on the page, and one line in the server's log instead of the traceback
+  Gradio prints for every error a handler raises."""
+  logging.getLogger(__name__).warning("refused: %s", message)
+  return gr.Error(message, print_exception=False)
+
+
 def read_upload(path: str | None, max_pixels: int = MAX_PIXELS) -> tuple[photos.Photo, str]:
   """The uploaded photo and its file name, or a gr.Error of one sentence."""
   if not path:
-    raise gr.Error("Choose a photo to deblur first.")
+    raise _refusal("Choose a photo to deblur first.")
   name = pathlib.Path(path).name
   try:
     with Image.open(path) as image:  # the size, before decoding a photo too large to decode
       width, height = image.size
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-    raise gr.Error(f"{name} is not an image this demo can read; upload a JPEG, PNG or WebP photo.") from None
+    raise _refusal(f"{name} is not an image this demo can read; upload a JPEG, PNG or WebP photo.") from None
   if min(width, height) < MIN_SIDE:
-    raise gr.Error(f"{name} is {width}×{height} pixels, too small to deblur; the demo needs at least "
+    raise _refusal(f"{name} is {width}×{height} pixels, too small to deblur; the demo needs at least "
                    f"{MIN_SIDE} pixels on each side.")
   if width * height > max_pixels:
-    raise gr.Error(f"{name} has {width * height / 1e6:.0f} megapixels, more than this demo's "
+    raise _refusal(f"{name} has {width * height / 1e6:.0f} megapixels, more than this demo's "
                    f"{max_pixels / 1e6:g}; deblur it with simplenet-deblur, which has no limit.")
   try:
     return photos.read_photo(pathlib.Path(path)), name
   except photos.READ_ERRORS:
-    raise gr.Error(f"{name} is damaged or not an image this demo can read; upload a JPEG, PNG or WebP "
+    raise _refusal(f"{name} is damaged or not an image this demo can read; upload a JPEG, PNG or WebP "
                    "photo.") from None
 
 

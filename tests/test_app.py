@@ -245,3 +245,98 @@ def test_a_request_whose_visitor_left_stops_at_its_next_tile(trained_workdir, tm
   done = len(windows)
   time.sleep(1)
   assert len(windows) == done  # stopped for good
+
+
+def _folder_bytes(folder: pathlib.Path) -> int:
+  return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _peak_rss_mb(pid: int) -> float:
+  """The process's peak resident memory (VmHWM, Linux)."""
+  status = pathlib.Path(f"/proc/{pid}/status").read_text()
+  return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+@pytest.mark.slow
+def test_the_demo_under_load_answers_or_refuses_every_request(trained_workdir, tmp_path):
+  """simplenet-demo on 127.0.0.1, driven by gradio_client: 8 clients at once, an oversized upload, a
+  decompression bomb and a client that leaves mid-request. Every request is answered or refused in one
+  sentence, within a time bound; the server's peak memory and its temporary folders stay bounded."""
+  from gradio_client import Client, handle_file  # pylint: disable=g-import-not-at-top
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  port = _free_port()
+  gradio_tmp = tmp_path / "gradio"
+  log = tmp_path / "server.log"
+  with log.open("w") as out:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simplenet_jax.app", "--workdir", str(trained_workdir), "--port", str(port),
+         "--max-file-size", "1mb", "--max-pixels", "2"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "GRADIO_TEMP_DIR": str(gradio_tmp),
+             "TMPDIR": str(tmp_path)})
+  url = f"http://127.0.0.1:{port}/"
+  try:
+    deadline = time.monotonic() + 240
+    while True:
+      try:
+        urllib.request.urlopen(url, timeout=5).read()
+        break
+      except OSError:
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    photos_in = []
+    for k in range(8):
+      photos_in.append(tmp_path / f"photo{k}.png")
+      _photo(photos_in[-1], size=(120 + 2 * k, 160), seed=k)
+    oversized = tmp_path / "oversized.png"  # 1.9 MB of noise: over the 1 MB upload limit
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(oversized)
+    bomb = tmp_path / "bomb.png"  # a few KB that would decode to 49 megapixels
+    Image.new("1", (7000, 7000)).save(bomb)
+    assert oversized.stat().st_size > 1_000_000 and bomb.stat().st_size < 20_000
+
+    def deblur(path):
+      started = time.monotonic()
+      try:
+        slider, png, status = Client(url, verbose=False).predict(handle_file(str(path)), False, "auto",
+                                                                 api_name="/run")
+        return "answered", status, time.monotonic() - started, png
+      except Exception as error:  # pylint: disable=broad-except  # what a client sees of a refusal
+        return "refused", str(error), time.monotonic() - started, None
+
+    leaver = Client(url, verbose=False)
+    big = tmp_path / "big.jpg"
+    # 1.5 MP of smooth stripes (a small JPEG, under the upload limit): 30 tiles of 256, still running when left
+    ys, xs = np.mgrid[:1100, :1400]
+    stripes = (127 + 100 * np.sin(xs / 9.0 + ys / 23.0)).astype(np.uint8)
+    Image.fromarray(np.stack([stripes, stripes[::-1], stripes[:, ::-1]], -1)).save(big, quality=90)
+    assert big.stat().st_size < 1_000_000
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+      left = leaver.submit(handle_file(str(big)), False, "256", api_name="/run")
+      time.sleep(2)
+      left.cancel()
+      futures = [pool.submit(deblur, p) for p in photos_in] + [pool.submit(deblur, oversized),
+                                                                pool.submit(deblur, bomb)]
+      outcomes = [f.result(timeout=600) for f in futures]
+    for (kind, status, seconds, png), path in zip(outcomes[:8], photos_in):
+      assert kind == "answered" and status.startswith(f"Deblurred {path.name}"), (kind, status)
+      assert Image.open(png).size == Image.open(path).size
+    kind, message, _, _ = outcomes[8]  # gradio_client checks the page's limit before it uploads
+    assert kind == "refused" and "exceeds the maximum file size of 1048576 bytes" in message, message
+    import httpx  # pylint: disable=g-import-not-at-top  # and the server refuses it from any other client
+    with oversized.open("rb") as f:
+      response = httpx.post(f"{url}gradio_api/upload", files={"files": ("oversized.png", f, "image/png")})
+    assert response.status_code == 413, (response.status_code, response.text[:300])
+    kind, message, _, _ = outcomes[9]
+    assert "bomb.png" in message and "megapixels" in message and "\n" not in message.strip(), (kind, message)
+    (results,) = tmp_path.glob("simplenet-demo-*")  # the demo's own results, in its TMPDIR
+    written = sorted(f.name for f in results.rglob("*.png"))
+    assert len(written) == 8 and not [name for name in written if "big" in name], written  # the leaver stopped
+    peak = _peak_rss_mb(process.pid)
+    held = _folder_bytes(gradio_tmp) + _folder_bytes(results)
+    print(f"LOAD: 8 clients answered in {max(o[2] for o in outcomes[:8]):.1f} s at most; peak RSS {peak:.0f} MB; "
+          f"temporary folders {held / 1e6:.1f} MB")
+    assert peak < 3000, peak
+    assert held < 5_000_000, held  # the refused 1.9 MB upload is not kept
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+  finally:
+    process.terminate()
+    process.wait(timeout=30)
