@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -258,14 +259,17 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 @pytest.mark.slow
-def test_the_demo_under_load_answers_or_refuses_every_request(trained_workdir, tmp_path):
+def test_the_demo_under_load_answers_or_refuses_every_request(trained_workdir, tmp_path, monkeypatch):
   """simplenet-demo on 127.0.0.1, driven by gradio_client: 8 clients at once, an oversized upload, a
   decompression bomb and a client that leaves mid-request. Every request is answered or refused in one
   sentence, within a time bound; the server's peak memory and its temporary folders stay bounded."""
   from gradio_client import Client, handle_file  # pylint: disable=g-import-not-at-top
   import concurrent.futures  # pylint: disable=g-import-not-at-top
   port = _free_port()
-  gradio_tmp = tmp_path / "gradio"
+  gradio_tmp, downloads = tmp_path / "gradio", tmp_path / "downloads"  # none of it in the real /tmp
+  # gradio_client 2.7 leaves an empty folder in the system's temporary folder for every file it downloads.
+  (tmp_path / "client_tmp").mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "client_tmp"))
   log = tmp_path / "server.log"
   with log.open("w") as out:
     process = subprocess.Popen(
@@ -296,13 +300,13 @@ def test_the_demo_under_load_answers_or_refuses_every_request(trained_workdir, t
     def deblur(path):
       started = time.monotonic()
       try:
-        slider, png, status = Client(url, verbose=False).predict(handle_file(str(path)), False, "auto",
-                                                                 api_name="/run")
+        client = Client(url, verbose=False, download_files=str(downloads))
+        slider, png, status = client.predict(handle_file(str(path)), False, "auto", api_name="/run")
         return "answered", status, time.monotonic() - started, png
       except Exception as error:  # pylint: disable=broad-except  # what a client sees of a refusal
         return "refused", str(error), time.monotonic() - started, None
 
-    leaver = Client(url, verbose=False)
+    leaver = Client(url, verbose=False, download_files=str(downloads))
     big = tmp_path / "big.jpg"
     # 1.5 MP of smooth stripes (a small JPEG, under the upload limit): 30 tiles of 256, still running when left
     ys, xs = np.mgrid[:1100, :1400]
