@@ -102,6 +102,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _wait_until_up(url: str, process: subprocess.Popen, log: pathlib.Path) -> None:
+  deadline = time.monotonic() + 240
+  while True:
+    try:
+      urllib.request.urlopen(url, timeout=5).read()
+      return
+    except OSError:
+      if process.poll() is not None or time.monotonic() > deadline:
+        process.kill()
+        pytest.fail(f"the demo did not come up on {url}:\n{log.read_text()[-3000:]}")
+      time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(trained_workdir, tmp_path_factory):
   """`python -m simplenet_jax.app` on a free local port, until the module's tests are done."""
@@ -112,16 +125,7 @@ def server(trained_workdir, tmp_path_factory):
                                 "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                env={**os.environ, "JAX_PLATFORMS": "cpu"})
   url = f"http://127.0.0.1:{port}/"
-  deadline = time.monotonic() + 240
-  while True:
-    try:
-      urllib.request.urlopen(url, timeout=5).read()
-      break
-    except OSError:
-      if process.poll() is not None or time.monotonic() > deadline:
-        process.kill()
-        pytest.fail(f"the demo did not come up on {url}:\n{log.read_text()[-3000:]}")
-      time.sleep(0.5)
+  _wait_until_up(url, process, log)
   yield url
   process.terminate()
   process.wait(timeout=30)
@@ -279,14 +283,7 @@ def test_the_demo_under_load_answers_or_refuses_every_request(trained_workdir, t
              "TMPDIR": str(tmp_path)})
   url = f"http://127.0.0.1:{port}/"
   try:
-    deadline = time.monotonic() + 240
-    while True:
-      try:
-        urllib.request.urlopen(url, timeout=5).read()
-        break
-      except OSError:
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
+    _wait_until_up(url, process, log)
     photos_in = []
     for k in range(8):
       photos_in.append(tmp_path / f"photo{k}.png")

@@ -134,6 +134,24 @@ def synthesize_dataset(out: str | os.PathLike, *, photos_dir: str | os.PathLike 
             "photos": {split: [dataclasses.asdict(p) for p in photos[split]] for split in layouts.SPLITS},
             "photos_too_small": too_small}
   recipe = json.loads(json.dumps(recipe))  # tuples → lists, as they will read back
+  existing = existing_build(out, recipe)
+  if existing is not None:
+    return existing
+  partial = start_build(out)
+  jobs = _jobs(photos, {"train": train_pairs, "test": test_pairs}, seed, size, test_size,
+               {"train": settings, "test": test_settings}, augment, partial)
+  records = _run_jobs(jobs, workers, progress)
+  meta = {"recipe": recipe,
+          "summary": {split: _psnr_summary([r["input_psnr_db"] for r in records if r["split"] == split])
+                      for split in layouts.SPLITS},
+          "pairs": records}
+  finish_build(partial, out, meta)
+  return meta
+
+
+def existing_build(out: pathlib.Path, recipe: dict) -> dict | None:
+  """The meta.json of the set at `out` if it was made with `recipe`; None if `out` is absent or empty;
+  images.DatasetError if it holds anything else."""
   if (out / META_FILE).is_file():
     existing = json.loads((out / META_FILE).read_text())
     if existing.get("recipe") == recipe:
@@ -142,22 +160,23 @@ def synthesize_dataset(out: str | os.PathLike, *, photos_dir: str | os.PathLike 
         f"{out} already holds a synthesized data set made with other settings; delete it or choose another --out.")
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise images.DatasetError(f"{out} exists and is not empty; delete it or choose another --out.")
+  return None
 
+
+def start_build(out: pathlib.Path) -> pathlib.Path:
+  """A fresh `<out>.partial` folder to build the set in: an interrupted build never looks finished."""
   partial = out.with_name(out.name + ".partial")
   shutil.rmtree(partial, ignore_errors=True)
   partial.mkdir(parents=True)
-  jobs = _jobs(photos, {"train": train_pairs, "test": test_pairs}, seed, size, test_size,
-               {"train": settings, "test": test_settings}, augment, partial)
-  records = _run_jobs(jobs, workers, progress)
-  meta = {"recipe": recipe,
-          "summary": {split: _psnr_summary([r["input_psnr_db"] for r in records if r["split"] == split])
-                      for split in layouts.SPLITS},
-          "pairs": records}
+  return partial
+
+
+def finish_build(partial: pathlib.Path, out: pathlib.Path, meta: dict) -> None:
+  """Writes meta.json last and renames the finished `partial` folder to `out`."""
   (partial / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
   if out.exists():
     out.rmdir()
   partial.rename(out)
-  return meta
 
 
 def _run_jobs(jobs: list[_Job], workers: int | None, progress: bool) -> list[dict]:

@@ -41,8 +41,10 @@ import numpy as np
 from PIL import Image
 from scipy import interpolate
 from scipy import signal
+from skimage import metrics as sk_metrics
 
 from simplenet_jax.data import images
+from simplenet_jax.data.synthesis import dataset
 from simplenet_jax.data.synthesis import linear_light
 
 SEED = 31  # fixed with the generator, before any training change was measured on the set
@@ -231,11 +233,6 @@ def pairs(seed: int = SEED):
       yield photo, band, b, blur, sharp, {"band": band, **info}
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
-
-
 def write_dataset(out: str | os.PathLike, seed: int = SEED) -> dict:
   """Writes the set to `out` (built in `<out>.partial`, renamed when complete) and returns its meta.json;
   a folder already holding this set (same recipe) is left as it is."""
@@ -244,15 +241,10 @@ def write_dataset(out: str | os.PathLike, seed: int = SEED) -> dict:
             "kernel_size": KERNEL_SIZE, "bands": BAND_LENGTHS, "shot_noise": SHOT_NOISE, "read_noise": READ_NOISE,
             "photos": [dataclasses.asdict(p) for p in PHOTOS]}
   recipe = json.loads(json.dumps(recipe))
-  if (out / META_FILE).is_file():
-    existing = json.loads((out / META_FILE).read_text())
-    if existing.get("recipe") == recipe:
-      return existing
-    raise images.DatasetError(f"{out} already holds another data set; delete it or choose another --out.")
-  if out.exists() and (not out.is_dir() or any(out.iterdir())):
-    raise images.DatasetError(f"{out} exists and is not empty; delete it or choose another --out.")
-  partial = out.with_name(out.name + ".partial")
-  shutil.rmtree(partial, ignore_errors=True)
+  existing = dataset.existing_build(out, recipe)
+  if existing is not None:
+    return existing
+  partial = dataset.start_build(out)
   records = []
   for photo, band, frame, blur, sharp, info in pairs(seed):
     name = f"{frame:06d}.png"
@@ -260,13 +252,10 @@ def write_dataset(out: str | os.PathLike, seed: int = SEED) -> dict:
       (partial / "test" / photo.name / kind).mkdir(parents=True, exist_ok=True)
       (partial / "test" / photo.name / kind / name).write_bytes(images.encode_png(pixels))
     records.append({"split": "test", "scene": photo.name, "frame": name, "source_photo": photo.member,
-                    "input_psnr_db": round(psnr(blur, sharp), 3), **info})
+                    "input_psnr_db": round(float(sk_metrics.peak_signal_noise_ratio(sharp, blur, data_range=255)), 3), **info})
   by_band = {band: [r["input_psnr_db"] for r in records if r["band"] == band] for band in BAND_LENGTHS}
   meta = {"recipe": recipe, "summary": {band: {"count": len(v), "mean_input_psnr_db": round(float(np.mean(v)), 3)}
                                         for band, v in by_band.items()},
           "pairs": records}
-  (partial / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-  if out.exists():
-    out.rmdir()
-  partial.rename(out)
+  dataset.finish_build(partial, out, meta)
   return meta
