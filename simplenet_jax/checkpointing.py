@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -117,7 +118,11 @@ def create_manager(workdir: str | os.PathLike, keep: int, *, save_every: int | N
   logging.getLogger("absl").addFilter(_SAVES_WITHOUT_METRICS)  # orbax logs through absl's logger
   # best_fn makes orbax record each save's metrics on disk: `best_step()` then reads them (without it, it is the
   # latest step), and a resumed run still knows which checkpoint is the best and keeps it.
+  # Saves are synchronous: a save that fails (a full disk) then fails in `save`, where it becomes one sentence,
+  # not in orbax's thread while training goes on. A checkpoint is a few times the parameters' size, written
+  # every `checkpoint_every_steps`.
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, save_decision_policy=saving,
+                                         enable_async_checkpointing=False,
                                          best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="max",
                                          create=not read_only, read_only=read_only,
                                          cleanup_tmp_directories=not read_only)
@@ -127,7 +132,8 @@ def create_manager(workdir: str | os.PathLike, keep: int, *, save_every: int | N
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any,
          config: ml_collections.ConfigDict, metrics: dict[str, float] | None = None) -> None:
-  """Starts an (asynchronous) save of everything a resume needs; `manager.wait_until_finished()` joins it."""
+  """Saves everything a resume needs. A write that fails (a full disk, a folder gone read-only) is an OSError
+  with the system's reason, and the earlier checkpoints stay as they were."""
   # The data iterator state is per process; the process count says whether a resume can use it.
   meta = {"config": json.loads(config.to_json()), "process_count": jax.process_count(),
           "hashes": {"params": array_hashes(state.params), "opt_state": array_hashes(state.opt_state)}}
@@ -135,7 +141,31 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
   if data_iterator is not None:
     import grain  # pylint: disable=g-import-not-at-top  # training only: inference reads no iterator
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-  manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+  with _failures_settled(), _unwritable_is_oserror():
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+@contextlib.contextmanager
+def _unwritable_is_oserror():
+  """tensorstore reports a failed write as ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']"), which
+  orbax may wrap again: this raises the OSError it stands for (ENOSPC: "No space left on device")."""
+  try:
+    yield
+  except OSError:
+    raise
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    cause = error
+    while cause is not None:
+      if isinstance(cause, OSError):
+        raise cause from None
+      code = _OS_ERROR_CODE.search(str(cause))
+      if code:
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
+      cause = cause.__cause__ or cause.__context__
+    raise
 
 
 def saved_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -182,7 +212,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
       logging.warning("the checkpoint's data iterator came from (processes, workers) = %s and this run has %s: "
                       "model and optimizer are restored, the data order starts afresh", saved_layout, layout)
   try:
-    with _failed_reads_settled(), _unreadable_is_damaged(step, manager):
+    with _failures_settled(), _unreadable_is_damaged(step, manager):
       state = manager.restore(step, args=ocp.args.Composite(**items))["state"]
   except ValueError as error:
     if "tree structures do not match" in str(error):
@@ -229,7 +259,7 @@ def abstract_like(tree: Any) -> Any:
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
   """Only the model parameters of a checkpoint (for evaluation and inference), on the default device."""
   target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)}
-  with _failed_reads_settled(), _unreadable_is_damaged(step, manager):
+  with _failures_settled(), _unreadable_is_damaged(step, manager):
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
   params = jax.device_put(restored["state"]["params"])  # orbax gives host arrays for an unsharded target
@@ -249,12 +279,13 @@ _UNRETRIEVED_READ_ERRORS = _UnretrievedReadErrors()
 
 
 @contextlib.contextmanager
-def _failed_reads_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0):
-  """Runs a restore with `sys.stderr` captured, so that a damaged checkpoint fails with one sentence.
+def _failures_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0):
+  """Runs a restore or a save with `sys.stderr` captured, so that a damaged checkpoint or a full disk fails
+  with one sentence.
 
-  When one array of a restore fails to read, orbax closes its event loop while tensorstore's other reads are
-  still in flight, and each of those then prints an "Event loop is closed" traceback from its own thread.
-  After a failure they are waited out (until stderr stays quiet for `quiet_seconds`) and dropped; after a
+  When one array of a restore fails to read (or of a save, to write), orbax closes its event loop while
+  tensorstore's other reads or writes are still in flight, and each of those then prints an "Event loop is
+  closed" traceback from its own thread. After a failure they are waited out (until stderr stays quiet for `quiet_seconds`) and dropped; after a
   success whatever was written is passed on. A second of quiet leaves room for a busy machine's slow threads.
   The failed reads' tasks also reach asyncio's logger ("Task exception was never retrieved", with a
   traceback) whenever they are garbage-collected, often after the caller has printed its sentence, and

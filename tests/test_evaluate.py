@@ -237,7 +237,7 @@ def restore(fail):  # a task left with its exception unretrieved, as a failed te
     raise ValueError("the restore failed")
   return task
 
-with checkpointing._failed_reads_settled(quiet_seconds=0.01):
+with checkpointing._failures_settled(quiet_seconds=0.01):
   restore(False)
 try:  # after a successful restore, asyncio's records are shown as ever
   restore(True)
@@ -247,7 +247,7 @@ gc.collect()
 print("restored", file=sys.stderr)
 unretrieved = [None]
 try:
-  with checkpointing._failed_reads_settled(quiet_seconds=0.01):
+  with checkpointing._failures_settled(quiet_seconds=0.01):
     restore(True)
 except ValueError as error:
   unretrieved[0] = error.__traceback__  # keeps the task alive until after the sentence, as eval.py does
