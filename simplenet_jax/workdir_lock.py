@@ -6,8 +6,9 @@ host, pid and the time it last renewed it; a thread renews it every RENEW_S seco
 once with one sentence naming the holder. A lock whose holder is gone (on this host: no such process; on
 another: not renewed for STALE_S) is taken over with a warning. On a pod, process 0 holds it for the run.
 
-A bucket has no exclusive creation through `epath`: there the lock is written after a check, which catches the
-usual mistake (a second run started by hand) but not two runs started in the same second.
+On a bucket the lock is created by tensorstore's conditional write (the driver orbax already writes
+checkpoints with): on GCS one upload with the precondition ``ifGenerationMatch=0``, which the bucket refuses if
+the object exists, so of two runs started in the same second exactly one gets it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ def _alive(holder: dict) -> bool:
       return True  # a process of another user, or a record we cannot read: assume it lives
     return True
   return time.time() - float(holder.get("renewed", 0)) < STALE_S
+
+
+def _create_object(path: epath.Path, text: str) -> bool:
+  """Writes the bucket object `path` only if there is none; False if there is (or one appeared meanwhile)."""
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top  # with orbax, in the train extra
+  store = ts.KvStore.open(os.fspath(path.parent).rstrip("/") + "/").result()
+  missing = store.read(path.name).result()
+  if missing.state != "missing":
+    return False
+  # The generation of "no object": the write succeeds only if that is still what the bucket holds.
+  written = store.write(path.name, text.encode(), if_equal=missing.stamp.generation).result()
+  return bool(written.generation)  # an unmet condition writes nothing and returns an empty generation
 
 
 class WorkdirLock:
@@ -89,10 +102,7 @@ class WorkdirLock:
 
   def _create(self) -> bool:
     if paths.is_url(self.path):
-      if self.path.exists():
-        return False
-      self.path.write_text(_record())
-      return True
+      return _create_object(self.path, _record())
     try:
       fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:

@@ -156,3 +156,36 @@ def test_the_whole_cycle_against_a_local_gcs_emulator(data_root, gcs_emulator, t
        f"{bucket}/deblurred")
   assert f"{bucket}/deblurred/photo.png" in _run(env, tmp_path, "-c", LIST, f"{bucket}/deblurred", "*").stdout
   assert not (tmp_path / "gs:").exists()
+
+
+RACE = """
+import sys, threading
+from simplenet_jax import workdir_lock
+url, n = sys.argv[1], int(sys.argv[2])
+barrier, wins = threading.Barrier(n), []
+def take(i):
+  lock = workdir_lock.WorkdirLock(url)
+  barrier.wait()  # every taker reads "no lock" at about the same moment
+  if lock._create():
+    wins.append(i)
+threads = [threading.Thread(target=take, args=(i,)) for i in range(n)]
+for t in threads:
+  t.start()
+for t in threads:
+  t.join()
+print(len(wins))
+"""
+
+
+def test_of_runs_that_lock_a_bucket_workdir_at_the_same_moment_exactly_one_gets_it(gcs_emulator, tmp_path):
+  _, env = gcs_emulator
+  for attempt in range(3):
+    done = _run(env, tmp_path, "-c", RACE, f"gs://test-bucket/run{attempt}", 8)
+    assert done.stdout.split() == ["1"], done.stdout
+  # and a second run on a locked bucket workdir stops with the sentence that names the holder
+  script = ("import sys\nfrom simplenet_jax import workdir_lock\n"
+            "with workdir_lock.WorkdirLock(sys.argv[1]):\n"
+            "  try:\n    workdir_lock.WorkdirLock(sys.argv[1]).__enter__()\n"
+            "  except workdir_lock.WorkdirBusyError as error:\n    print(error)\n")
+  done = _run(env, tmp_path, "-c", script, "gs://test-bucket/held")
+  assert "workdir gs://test-bucket/held is in use by another run (pid" in done.stdout
