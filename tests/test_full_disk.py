@@ -112,3 +112,25 @@ def test_a_full_disk_under_an_export_is_one_sentence_and_the_earlier_artifact_st
     again = subprocess.run(command, cwd=ROOT, env=CPU, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert out.read_bytes() == artifact.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_an_evaluation_is_one_sentence_and_leaves_only_whole_files(trained_workdir, data_root,
+                                                                                     tmp_path):
+  with small_disk(tmp_path / "disk", 8) as disk:
+    out = disk / "eval"
+    fill(disk)
+    command = [sys.executable, "eval.py", "--workdir", str(trained_workdir), "--data", str(data_root), "--out",
+               str(out), "--save-images"]
+    done = subprocess.run(command, cwd=ROOT, env=CPU, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write to the output folder {out} (No space left on device); free some space and rerun "
+        "with --overwrite, which replaces what this run wrote.")
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # not a byte fitted: no file, not even a partial one
+    (disk / "filler").unlink()
+    again = subprocess.run(command + ["--overwrite"], cwd=ROOT, env=CPU, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "results.csv").exists() and (out / "summary.json").exists()

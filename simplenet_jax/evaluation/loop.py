@@ -7,6 +7,7 @@ to uint8, as a saved PNG would be, before PSNR/SSIM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import time
@@ -113,7 +114,8 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   def on_image(pair, output, result):
     progress.update()
     if save_images:
-      photos.write_png(out / "images" / f"{result.name}.png", output)
+      with _writing(out):
+        photos.write_png(out / "images" / f"{result.name}.png", output)
       gain = result.psnr - result.input_psnr
       if extremes.wants(gain):
         extremes.add(gain, (result.name, reports.side_by_side(pair["blur"], output, pair["sharp"])))
@@ -121,13 +123,25 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   with progress:
     results = evaluate_pairs(deblur_fn, pairs, conventions, on_image=on_image, batch_size=batch_size,
                              aligned=aligned)
-  if save_images:
-    reports.write_extremes(out, extremes)
-  return reports.write_results(results, out, {
-      "checkpoint_step": step, "config": config.get("name", ""), "dataset": data.dataset,
-      "headline": scoring.ALIGNED if aligned else "unaligned", "ensemble": ensemble, "tile": tile,
-      "batch_size": batch_size, "data": split.description, "device": jax.devices()[0].device_kind,
-      "out": str(out), "bands": bands.band_summary(results, bands.pair_bands(data.root))})
+  with _writing(out):
+    if save_images:
+      reports.write_extremes(out, extremes)
+    return reports.write_results(results, out, {
+        "checkpoint_step": step, "config": config.get("name", ""), "dataset": data.dataset,
+        "headline": scoring.ALIGNED if aligned else "unaligned", "ensemble": ensemble, "tile": tile,
+        "batch_size": batch_size, "data": split.description, "device": jax.devices()[0].device_kind,
+        "out": str(out), "bands": bands.band_summary(results, bands.pair_bands(data.root))})
+
+
+@contextlib.contextmanager
+def _writing(out):
+  """A write into `out` that fails (a disk that filled up, a folder gone read-only) is one sentence; each file
+  is written whole or not at all, so what was written before stays complete."""
+  try:
+    yield
+  except OSError as error:
+    raise ValueError(f"cannot write to the output folder {out} ({error.strerror or paths.first_line(error)}); "
+                     "free some space and rerun with --overwrite, which replaces what this run wrote.") from None
 
 
 RESULT_FILES = ("results.csv", "summary.json")
