@@ -33,6 +33,22 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # simplenet_
 # decoding at every bit depth (pypng's 16-bit path has none), so that a tiny file that inflates to gigabytes
 # is refused before a byte of it is allocated.
 MAX_PHOTO_PIXELS = Image.MAX_IMAGE_PIXELS
+# Memory that deblurring a photo takes per pixel, beyond the process itself: decoding, float32 copies, the
+# tiles' blend and the PNG's encoding. Measured: a 16-bit 8000 × 8000 PNG peaked at 4.7 GB of RSS with
+# simplenet-deblur on a CPU (0.5 GB of it JAX and the model), so 66 bytes a pixel; 70 leaves a margin.
+BYTES_PER_PIXEL = 70
+
+
+def available_memory() -> int | None:
+  """Bytes the kernel says a new allocation can take without swapping (MemAvailable); None where unknown."""
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
 
 
 class PhotoError(ValueError):
@@ -107,6 +123,10 @@ def check_photo(path: pathlib.Path, max_pixels: int = MAX_PHOTO_PIXELS) -> tuple
   if width * height > max_pixels:
     raise PhotoError(f"{width}×{height} pixels ({width * height / 1e6:.0f} MP) is more than the "
                      f"{max_pixels / 1e6:.0f} MP this command decodes; scale it down first")
+  need, free = width * height * BYTES_PER_PIXEL, available_memory()
+  if free is not None and need > free:
+    raise PhotoError(f"{width}×{height} pixels needs about {need / 2**30:.1f} GiB of memory to deblur and "
+                     f"{free / 2**30:.1f} GiB is free; scale it down or free some memory first")
   return width, height
 
 

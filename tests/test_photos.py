@@ -273,3 +273,22 @@ def test_a_decompression_bomb_is_refused_from_its_header_at_every_bit_depth(tmp_
   monkeypatch.setattr(png, "Reader", lambda *a, **k: pytest.fail("decoded before the budget was checked"))
   with pytest.raises(photos.PhotoError, match=r"^40×30 pixels .* is more than the 0 MP this command decodes; scale it down first$"):
     photos.read_photo(deep, max_pixels=1000)
+
+
+def test_a_photo_that_would_not_fit_in_free_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+  big = tmp_path / "big.png"  # 6000 × 5000 of one bit: small on disk, about 2 GiB to deblur
+  Image.new("1", (6000, 5000)).save(big)
+  monkeypatch.setattr(photos, "available_memory", lambda: 1 << 30)
+  monkeypatch.setattr(Image.Image, "load", lambda *a, **k: pytest.fail("decoded before the memory was checked"))
+  with pytest.raises(photos.PhotoError, match=r"^6000×5000 pixels needs about 2\.0 GiB of memory to deblur and "
+                                             r"1\.0 GiB is free; scale it down or free some memory first$"):
+    photos.read_photo(big)
+  monkeypatch.setattr(photos, "available_memory", lambda: 3 << 30)  # enough: the check passes
+  assert photos.check_photo(big) == (6000, 5000)
+  monkeypatch.setattr(photos, "available_memory", lambda: None)  # unknown (not Linux): no check
+  assert photos.check_photo(big) == (6000, 5000)
+
+
+def test_available_memory_is_a_plausible_figure_here():
+  free = photos.available_memory()
+  assert free is None or 1 << 26 < free < 1 << 50
