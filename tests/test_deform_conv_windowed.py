@@ -25,6 +25,21 @@ CASES = [  # the fast tier checks the second (groups, tiles, DCNv1); the whole s
 ]
 
 
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+  """Blocks of 4 output pixels: the small images below then span several blocks, block rows and tiles, with
+  partial blocks at their edges (the default, 32, would make each of them one partial block)."""
+  monkeypatch.setattr(deform_conv_windowed, "DEFAULT_BLOCK", 4)
+
+
+def test_the_cases_span_blocks_and_tiles():
+  *shape, stride, padding, dilation, _, _, bound, tile_bytes = CASES[1]
+  n, h, w, cin, cout = shape[:5]
+  geo = deform_conv_windowed.geometry((n, h, w, cin), (3, 3, cin, cout), (h, w), (stride,) * 2, (padding,) * 2,
+                                      (dilation,) * 2, shape[5], bound, tile_bytes)
+  assert geo.tiles >= 3 and geo.blocks[1] >= 3 and h % geo.block and w % geo.block
+
+
 def _clipped(offset, bound):
   return np.clip(offset, -bound, bound)
 

@@ -9,7 +9,7 @@ every index, whatever part of it the index uses: sampling one pixel's ``Cin`` ch
 4 corners × 9 taps of every output pixel moves 10–60× the bytes it uses, and the deformable conv became ~58× a
 plain conv of the same shape by XLA:TPU's cost model (`benchmarks/tpu_compile.py --dcn`). No gather layout
 escapes that, because each sample's data is only 4 · Cin floats. Matmuls are what a TPU does best, so here
-(5–9× the conv forward, 12–15× forward + backward, at the paper's shapes):
+(4–8× the conv forward, 10–12× forward + backward, at the paper's shapes):
 
 1. The output is cut into blocks of ``block × block`` pixels. With offsets bounded, every sample of a block
    falls inside one *window* of the input around it: ``(block − 1)·stride + (k − 1)·dilation + 2·max_offset + 3``
@@ -44,10 +44,12 @@ from jax import lax
 
 from simplenet_jax.ops import deform_conv as gather_path
 
-# Output pixels a block side. With the paper's layers (3×3, dilation 1) and offsets ≤ 8, a block of 16 has a
-# window of 36² = 1,296 pixels (5× the block's, the matmul's inner size): by XLA:TPU's cost model a block of 8
-# moved 1.4× the bytes (windows overlap more), one of 32 spent 2× the FLOPs for 10 % fewer bytes.
-DEFAULT_BLOCK = 16
+# Output pixels a block side. With the paper's layers (3×3, dilation 1) and offsets ≤ 8, a block of 32 has a
+# window of 52² = 2,704 pixels (2.6× the block's; the matmul's inner size). By XLA:TPU's cost model at the
+# paper's six DCN shapes (`benchmarks/tpu_compile.py --dcn`), forward + backward against a plain conv: blocks
+# of 16 (windows of 36², overlapping 5×) 11.7–14.6×, of 32 10.3–12.2×; of 24 and 28 (which divide no side of
+# 256, 128, 64) 10.5–17.4×; of 48 and 64, 14–39× (the FLOPs, P per sample, take over); of 8, 14.7–23.8×.
+DEFAULT_BLOCK = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,8 +316,9 @@ _deform_conv.defvjp(_forward, _backward)
 
 
 def geometry(x_shape, kernel_shape, out_hw, stride, padding, dilation, groups: int, max_offset: float,
-             tile_bytes: int, block: int = DEFAULT_BLOCK) -> _Geometry:
+             tile_bytes: int, block: int | None = None) -> _Geometry:
   """The blocks and tiles of one call: a tile holds whole block rows, about `tile_bytes` of float32 im2col."""
+  block = block or DEFAULT_BLOCK  # read at the call: the tests cut small images into several blocks
   ho, wo = out_hw
   hb, wb = -(-ho // block), -(-wo // block)
   rows, _ = gather_path.tile_rows(x_shape[0], x_shape[-1], tuple(kernel_shape[:2]), out_hw, tile_bytes)
