@@ -55,12 +55,11 @@ def _assert_complete_and_equal(out: pathlib.Path, reference: dict[str, bytes], s
     assert same(name, data, reference[name]), f"{name} differs from the uninterrupted run's"
 
 
-@pytest.fixture
-def photos(tmp_path):
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
   """12 photos, 16-bit (their outputs too: pypng writes them a row at a time, so a kill lands mid-file more
   often than in an 8-bit PNG, which Pillow writes in one go)."""
-  folder = tmp_path / "photos"
-  folder.mkdir()
+  folder = tmp_path_factory.mktemp("photos")
   image = skimage.data.astronaut().astype(np.uint16) * 257
   for i in range(12):
     crop = image[i * 17:i * 17 + 201, i * 13:i * 13 + 303]
@@ -68,11 +67,18 @@ def photos(tmp_path):
   return folder
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_deblur_killed_while_writing(trained_workdir, photos, tmp_path, seed):
+@pytest.fixture(scope="module")
+def deblurred(trained_workdir, photos, tmp_path_factory):
+  """(the command without --out, the files of its uninterrupted run)."""
   command = [sys.executable, "-m", "simplenet_jax.deblur", "--workdir", str(trained_workdir), str(photos)]
-  assert _run(command + ["--out", str(tmp_path / "reference")]).returncode == 0
-  reference = _files(tmp_path / "reference")
+  reference = tmp_path_factory.mktemp("reference")
+  assert _run(command + ["--out", str(reference)]).returncode == 0
+  return command, _files(reference)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_deblur_killed_while_writing(deblurred, tmp_path, seed):
+  command, reference = deblurred
   assert len(reference) == 12
   out = tmp_path / "out"
   delay = _kill_once_writing(command + ["--out", str(out)], out, random.Random(seed))
