@@ -18,6 +18,7 @@ import os
 import pathlib
 import sys
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {error}", file=sys.stderr)
     return 1
   page = build(deblurrer)
+  # SIGTERM (a service manager's stop, `kill`) ends Python without its `finally` blocks: as SystemExit it
+  # unwinds like Ctrl-C, so that the results folder below is deleted either way.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
   try:
     page.queue(max_size=args.queue_size, default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, allowed_paths=[str(deblurrer.out)], inbrowser=False,

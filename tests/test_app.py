@@ -341,3 +341,4 @@ def test_the_demo_under_load_answers_or_refuses_every_request(trained_workdir, t
   finally:
     process.terminate()
     process.wait(timeout=30)
+  assert list(tmp_path.glob("simplenet-demo-*")) == []  # a demo stopped by SIGTERM deletes its results
