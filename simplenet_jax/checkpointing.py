@@ -284,13 +284,13 @@ def _failures_settled(quiet_seconds: float = 1.0, most_seconds: float = 10.0):
   with one sentence.
 
   When one array of a restore fails to read (or of a save, to write), orbax closes its event loop while
-  tensorstore's other reads or writes are still in flight, and each of those then prints an "Event loop is
-  closed" traceback from its own thread. After a failure they are waited out (until stderr stays quiet for
-  `quiet_seconds`) and dropped; after a success whatever was written is passed on. A second of quiet leaves
-  room for a busy machine's slow threads. The failed reads' tasks also reach asyncio's logger ("Task exception was never retrieved", with a
-  traceback) whenever they are garbage-collected, often after the caller has printed its sentence, and
-  through a handler that holds the real stderr: after a failure those records stay dropped for the rest of
-  the process, which is about to report the failure and end.
+  tensorstore's other reads or writes are still in flight, and each of those then prints an "Event loop is closed"
+  traceback from its own thread. After a failure they are waited out (until stderr stays quiet for
+  `quiet_seconds`) and dropped; after a success whatever was written is passed on. A second of quiet leaves room
+  for a busy machine's slow threads. The failed reads' tasks also reach asyncio's logger ("Task exception was
+  never retrieved", with a traceback) whenever they are garbage-collected, often after the caller has printed its
+  sentence, and through a handler that holds the real stderr: after a failure those records stay dropped for the
+  rest of the process, which is about to report the failure and end.
   """
   captured = io.StringIO()
   asyncio_logger = logging.getLogger("asyncio")
