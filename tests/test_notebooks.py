@@ -37,7 +37,10 @@ def run_notebook(name: str, parameters: dict, cwd: pathlib.Path) -> nbformat.Not
   assert not unknown, f"{name} has no parameters {unknown}"
   cell.source += "\n# the test's values\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
   nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
-  manager = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
+  # The connection file in the test's own folder: jupyter_client leaves the one it makes in the system's
+  # temporary folder (a /tmp/tmpXXXX.json per notebook run).
+  manager = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]),
+                               connection_file=str(cwd / ".kernel.json"))
   NotebookClient(nb, km=manager, timeout=300, resources={"metadata": {"path": str(cwd)}}).execute()
   assert nb.cells[-1].outputs[0]["text"].strip() == sys.executable
   return nb
