@@ -133,8 +133,10 @@ def use_xla_tpu() -> None:
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-1")
   # Compiling needs no chip, so several processes (the test suite's workers) may hold libtpu at once.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  # libtpu writes INFO and WARNING log files of every process into /tmp/tpu_logs, which a compile-only run
-  # does not need (set TPU_LOG_DIR to a folder to keep them).
+  # libtpu writes INFO and WARNING log files of every process into /tmp/tpu_logs, and with TPU_LOG_DIR=disabled
+  # alone into /tmp itself. A compile-only run needs none (its errors are exceptions): log nothing below FATAL,
+  # so that no file is made (set TPU_MIN_LOG_LEVEL=0 and TPU_LOG_DIR to a folder to keep them).
+  os.environ.setdefault("TPU_MIN_LOG_LEVEL", "3")
   os.environ.setdefault("TPU_LOG_DIR", "disabled")
   if not jax._src.xla_bridge.backends_are_initialized():  # pylint: disable=protected-access
     jax.config.update("jax_platforms", "cpu")
