@@ -93,6 +93,25 @@ def test_gather_sampling_with_a_bound_gives_the_same_float32_results():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
 
 
+@pytest.mark.parametrize("cin,hw,block", [(8, (41, 37), 32),
+                                          pytest.param(128, (35, 20), 16, marks=pytest.mark.slow)])
+def test_the_default_blocks_give_the_gather_results(monkeypatch, cin, hw, block):
+  """Without a test's blocks of 4: the default block for the input's width (32 under 128 channels, 16 from
+  128), with partial blocks at the edges, computes the gather path's function, forward and backward."""
+  monkeypatch.setattr(deform_conv_windowed, "DEFAULT_BLOCK", None)
+  geo = deform_conv_windowed.geometry((1, *hw, cin), (3, 3, cin, 4), hw, (1, 1), (1, 1), (1, 1), 1, 8.0, 0)
+  assert geo.block == block and geo.blocks[0] >= 2 and hw[0] % block and hw[1] % block
+  rng = np.random.default_rng(5)
+  args = [jnp.asarray(a, jnp.float32) for a in _inputs(rng, 1, *hw, cin, 4, 1, 1, 1, 1, 6.0, True)]
+  outputs = {}
+  for sampling in ("gather", "matmul"):
+    fn = lambda *a, s=sampling: jnp.sum(deform_conv2d(*a, max_offset=8.0, sampling=s, tile_bytes=0) ** 2)
+    outputs[sampling] = (deform_conv2d(*args, max_offset=8.0, sampling=sampling, tile_bytes=0),
+                         *jax.grad(fn, argnums=(0, 1, 2, 3))(*args))
+  for got, want in zip(outputs["matmul"], outputs["gather"]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
+
+
 def test_nan_offset_shows_in_exactly_the_outputs_that_read_it():
   x = jnp.ones((1, 6, 7, 2))
   offset = jnp.zeros((1, 6, 7, 18)).at[0, 2, 3, 4].set(jnp.nan)

@@ -9,7 +9,7 @@ every index, whatever part of it the index uses: sampling one pixel's ``Cin`` ch
 4 corners × 9 taps of every output pixel moves 10–60× the bytes it uses, and the deformable conv became ~58× a
 plain conv of the same shape by XLA:TPU's cost model (`benchmarks/tpu_compile.py --dcn`). No gather layout
 escapes that, because each sample's data is only 4 · Cin floats. Matmuls are what a TPU does best, so here
-(4–8× the conv forward, 10–12× forward + backward, at the paper's shapes):
+(4–7× the conv forward, 8–10× forward + backward, at the paper's shapes):
 
 1. The output is cut into blocks of ``block × block`` pixels. With offsets bounded, every sample of a block
    falls inside one *window* of the input around it: ``(block − 1)·stride + (k − 1)·dilation + 2·max_offset + 3``
@@ -26,6 +26,12 @@ escapes that, because each sample's data is only 4 · Cin floats. Matmuls are wh
    1; the position gradients are ``⟨∂columns, A_y · window⟩`` with ``A_y = tent'(y_s − y_p) · tent(x_s −
    x_p)`` (the same kind of matmul; ``tent'`` is the one-sided derivative torchvision's kernel uses); the
    mask gradient is ``⟨∂columns, A₀ · window⟩`` with the unmodulated ``A₀``.
+5. Layout. A TPU pads an array's two minor axes to (8, 128), so a per-sample array with its ``Cin`` channels
+   minor (32 or 64 of them) takes 2–4× its size, and moving between layouts copies it. Every per-sample array
+   keeps its long sample axis minor instead: the windows are ``[channels, pixels]``, the columns ``[channels,
+   samples]``, and in the backward, where each per-sample array is read several times, ``[tap, block,
+   channels, pixel]``, the layout XLA:TPU gives the kernel's transposed matmul. At 2×128²×64→64 that took the
+   forward + backward from 12.2× a conv to 8.9×.
 
 It is tiled like the gather path (``tile_bytes`` of float32 im2col per tile of output rows, a whole number of
 blocks), which bounds its memory on a CPU, where ``A`` is built in full. On a CPU it is slower than the
@@ -44,12 +50,22 @@ from jax import lax
 
 from simplenet_jax.ops import deform_conv as gather_path
 
-# Output pixels a block side. With the paper's layers (3×3, dilation 1) and offsets ≤ 8, a block of 32 has a
-# window of 52² = 2,704 pixels (2.6× the block's; the matmul's inner size). By XLA:TPU's cost model at the
-# paper's six DCN shapes (`benchmarks/tpu_compile.py --dcn`), forward + backward against a plain conv: blocks
-# of 16 (windows of 36², overlapping 5×) 11.7–14.6×, of 32 10.3–12.2×; of 24 and 28 (which divide no side of
-# 256, 128, 64) 10.5–17.4×; of 48 and 64, 14–39× (the FLOPs, P per sample, take over); of 8, 14.7–23.8×.
-DEFAULT_BLOCK = 32
+# Output pixels a block side, by the input's channels (None; a test may fix one). With the paper's layers (3×3,
+# dilation 1) and offsets ≤ 8, a block of 32 has a window of 52² = 2,704 pixels (2.6× the block's; the
+# matmul's inner size), a block of 16 one of 36² (5.1×). Narrow inputs are bound by bytes, which the larger
+# block's smaller overlap saves; from 128 channels the five window matmuls (2·P·Cin FLOPs a sample each) bind,
+# and the smaller window wins. By XLA:TPU's cost model at the paper's six DCN shapes (`benchmarks/tpu_compile.py
+# --dcn`), forward + backward against a plain conv, blocks of 32 / 16: 256²×32→32 8.1 / 12.1, 128²×64→64 8.9 /
+# 11.7, 64²×128→128 10.3 / 8.3, 256²×128→32 10.8 / 9.2, 128²×256→64 11.6 / 9.4, 64²×512→128 10.9 / 9.5. Blocks
+# of 24 (which divide no side of 256, 128, 64) gave 8.3–13.5×; of 48 and up and of 8, worse at every shape.
+DEFAULT_BLOCK: int | None = None
+NARROW_BLOCK, WIDE_BLOCK, WIDE_FROM_CHANNELS = 32, 16, 128
+
+
+def default_block(channels: int) -> int:
+  if DEFAULT_BLOCK:
+    return DEFAULT_BLOCK
+  return WIDE_BLOCK if channels >= WIDE_FROM_CHANNELS else NARROW_BLOCK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +112,7 @@ def _windows(x: jax.Array, geo: _Geometry) -> jax.Array:
   win = padded.at[:, rows].get(mode="promise_in_bounds")  # [N, hb, wy, Wp, C]
   win = win.at[:, :, :, cols].get(mode="promise_in_bounds")  # [N, hb, wy, wb, wx, C]
   win = win.transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, wy * wx, geo.groups, cin // geo.groups)
-  return win.swapaxes(3, 4)  # [N, hb, wb, G, P, Cin/G]
+  return win.transpose(0, 1, 2, 4, 5, 3)  # [N, hb, wb, G, Cin/G, P]
 
 
 def _by_blocks(a: jax.Array, geo: _Geometry) -> jax.Array:
@@ -147,15 +163,16 @@ class _Plan:
 
 
 def _samples_by_blocks(a: jax.Array, geo: _Geometry) -> jax.Array:
-  """``[N, Ho, Wo, K, G, ...]`` → ``[N, hb, wb, G, block²·K, ...]``."""
-  a = jnp.moveaxis(_by_blocks(a, geo), 5, 3)  # [N, hb, wb, G, block², K, ...]
+  """``[N, Ho, Wo, K, G, ...]`` → ``[N, hb, wb, G, K·block², ...]``."""
+  a = _by_blocks(a, geo)  # [N, hb, wb, block², K, G, ...]
+  a = jnp.moveaxis(jnp.moveaxis(a, 5, 3), 5, 4)  # [N, hb, wb, G, K, block², ...]
   return a.reshape(*a.shape[:4], -1, *a.shape[6:])
 
 
 def _samples_from_blocks(a: jax.Array, geo: _Geometry) -> jax.Array:
   """Inverse of `_samples_by_blocks` (for one value per sample): ``[N, Ho, Wo, K, G]``."""
-  a = a.reshape(*a.shape[:4], geo.block ** 2, geo.taps)
-  return _from_blocks(jnp.moveaxis(a, 3, 5), geo)
+  a = a.reshape(*a.shape[:4], geo.taps, geo.block ** 2)
+  return _from_blocks(jnp.moveaxis(jnp.moveaxis(a, 5, 3), 5, 4), geo)
 
 
 def _tent(t):
@@ -177,25 +194,18 @@ def _sample(weights: jax.Array, win: jax.Array) -> jax.Array:
 
   Every per-sample array of a tile has this one batch axis: XLA:TPU would lay a separate unit G axis out as a
   padded tile row and copy between layouts."""
-  return jnp.einsum("bsp,bpc->bsc", weights, win, preferred_element_type=jnp.promote_types(weights.dtype,
+  return jnp.einsum("bsp,bcp->bcs", weights, win, preferred_element_type=jnp.promote_types(weights.dtype,
                                                                                            jnp.float32))
 
 
-def _to_columns(a: jax.Array, geo: _Geometry) -> jax.Array:
-  """Samples ``[B, block²·K, Cin/G]`` → im2col rows ``[N·hb·wb·block², K·Cin]`` (Cin: group, channel), the
-  kernel's order. With one group this is a reshape, which keeps XLA from copying."""
-  if geo.groups > 1:
-    a = jnp.moveaxis(a.reshape(-1, geo.groups, geo.block ** 2, geo.taps, a.shape[-1]), 1, 3)
-  return a.reshape(-1, geo.taps * geo.groups * a.shape[-1])
+def _unmerged(a, geo):
+  """``[B, Cin/G, K·block²]`` → ``[N, tb, wb, G, Cin/G, K, block²]``."""
+  return a.reshape(-1, geo.tile_blocks, geo.blocks[1], geo.groups, a.shape[1], geo.taps, geo.block ** 2)
 
 
-def _from_columns(a: jax.Array, geo: _Geometry) -> jax.Array:
-  """Inverse of `_to_columns`."""
-  g = geo.groups
-  channels = a.shape[-1] // (geo.taps * g)  # Cin/G
-  if g > 1:
-    a = jnp.moveaxis(a.reshape(-1, geo.block ** 2, geo.taps, g, channels), 3, 1)
-  return a.reshape(-1, geo.block ** 2 * geo.taps, channels)
+def _conv_of(samples, kernel_2d, geo, compute):
+  k4 = kernel_2d.reshape(geo.taps, geo.groups, -1, kernel_2d.shape[-1])
+  return jnp.einsum("ntwgckq,kgco->ntwqo", _unmerged(samples, geo), k4, preferred_element_type=compute)
 
 
 def _merged(a: jax.Array) -> jax.Array:
@@ -248,8 +258,8 @@ def _forward(x, offset, mask, kernel, geo: _Geometry):
     y, x_, m, inside = (_merged(_tile(a, t, geo))[..., None] for a in fields[:4])
     weights = (m * inside) * _tent(y - grid_y) * _tent(x_ - grid_x)  # A, [B, samples, P]
     samples = _sample(weights.astype(operand), _merged(_tile(win, t, geo)).astype(operand)).astype(operand)
-    res = jnp.dot(_to_columns(samples, geo), kernel_2d, preferred_element_type=compute)
-    return _put(out, res.reshape(n, geo.tile_blocks, wb, geo.block ** 2, cout), t, geo)
+    res = _conv_of(samples, kernel_2d, geo, compute)
+    return _put(out, res, t, geo)
 
   out = jnp.zeros((n, geo.tiles * geo.tile_blocks, wb, geo.block ** 2, cout), out_dtype)
   out = _over_tiles(tile, out, (win, kernel_2d, fields), geo)
@@ -271,21 +281,30 @@ def _backward(geo: _Geometry, residuals, grad_out):
     win, kernel_2d, fields, grad_out = invariants
     y, x_, m, inside = (_merged(_tile(a, t, geo))[..., None] for a in fields[:4])
     win_t = _merged(_tile(win, t, geo)).astype(operand)
-    g_out = _tile(grad_out, t, geo).astype(operand).reshape(-1, cout)
-    g_cols = lax.dot_general(g_out, kernel_2d, (((1,), (1,)), ((), ())), preferred_element_type=compute)
-    g_cols = _from_columns(g_cols, geo)  # ∂samples, [B, block²·K, Cin/G]
+    g_out = _tile(grad_out, t, geo).astype(operand)  # [N, tb, wb, block², Cout]
+    k4 = kernel_2d.reshape(k, g, -1, cout)
+    q = geo.block ** 2
+    g_cols = jnp.einsum("kgco,ntwqo->kntwgcq", k4, g_out, preferred_element_type=compute)
+    g_cols = g_cols.reshape(k, -1, g_cols.shape[-2], q)  # ∂samples, [K, B, Cin/G, block²]
     ty, tx, m_in = _tent(y - grid_y), _tent(x_ - grid_x), m * inside
+
+    def sample_k(weights):
+      weights = weights.reshape(weights.shape[0], k, q, -1)
+      return jnp.einsum("bkqp,bcp->kbcq", weights, win_t, preferred_element_type=compute)
+
+    by_tap = lambda a: a.reshape(-1, k, q).swapaxes(0, 1)[:, :, None]  # [B, S] → [K, B, 1, Q]
     # The unmodulated samples A₀·window (for ∂kernel and ∂mask) and their derivatives along y and x (for
     # ∂offset): three matmuls, each with its weights made inside it (stacked, XLA would write them to HBM).
-    samples = _sample((inside * ty * tx).astype(operand), win_t)
-    along_y = _sample((m_in * _tent_slope(y - grid_y) * tx).astype(operand), win_t)
-    along_x = _sample((m_in * ty * _tent_slope(x_ - grid_x)).astype(operand), win_t)
-    columns = _to_columns((m * samples).astype(operand), geo)
-    grad_kernel = grad_kernel + lax.dot_general(columns, g_out, (((0,), (0,)), ((), ())),
-                                                preferred_element_type=compute)
-    dots = [jnp.sum(g_cols * a, axis=-1) for a in (samples, along_y, along_x)]
-    g_win = jnp.einsum("bsp,bsc->bpc", (m_in * ty * tx).astype(operand), g_cols.astype(operand),
-                       preferred_element_type=compute)
+    samples = sample_k((inside * ty * tx).astype(operand))
+    along_y = sample_k((m_in * _tent_slope(y - grid_y) * tx).astype(operand))
+    along_x = sample_k((m_in * ty * _tent_slope(x_ - grid_x)).astype(operand))
+    columns = (by_tap(m[..., 0]) * samples).astype(operand)
+    columns = columns.reshape(k, n, geo.tile_blocks, wb, g, -1, q)
+    grad_kernel = grad_kernel + jnp.einsum("kntwgcq,ntwqo->kgco", columns, g_out,
+                                           preferred_element_type=compute).reshape(k * cin, cout)
+    dots = [jnp.sum(g_cols * a, axis=2).swapaxes(0, 1).reshape(-1, k * q) for a in (samples, along_y, along_x)]
+    g_win = jnp.einsum("bkqp,kbcq->bcp", (m_in * ty * tx).astype(operand).reshape(-1, k, q, ty.shape[-1]),
+                       g_cols.astype(operand), preferred_element_type=compute)
     tile_shape = (n, geo.tile_blocks, wb, g)
     grad_win = _put(grad_win, g_win.reshape(*tile_shape, *g_win.shape[1:]), t, geo)
     grad_y = _put(grad_y, dots[1].reshape(*tile_shape, -1), t, geo)
@@ -318,7 +337,7 @@ _deform_conv.defvjp(_forward, _backward)
 def geometry(x_shape, kernel_shape, out_hw, stride, padding, dilation, groups: int, max_offset: float,
              tile_bytes: int, block: int | None = None) -> _Geometry:
   """The blocks and tiles of one call: a tile holds whole block rows, about `tile_bytes` of float32 im2col."""
-  block = block or DEFAULT_BLOCK  # read at the call: the tests cut small images into several blocks
+  block = block or default_block(x_shape[-1])  # read at the call: tests cut images into many blocks
   ho, wo = out_hw
   hb, wb = -(-ho // block), -(-wo // block)
   rows, _ = gather_path.tile_rows(x_shape[0], x_shape[-1], tuple(kernel_shape[:2]), out_hw, tile_bytes)
