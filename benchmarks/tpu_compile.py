@@ -38,8 +38,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import importlib.util
+import json
 import os
+import pathlib
 import re
 import sys
 import time
@@ -59,6 +62,7 @@ from configs import gopro_tpu
 from configs import smoke as smoke_config
 from simplenet_jax import inference
 from simplenet_jax import parallel
+from simplenet_jax import paths
 from simplenet_jax import photos
 from simplenet_jax import train
 from simplenet_jax.evaluation import scoring
@@ -276,6 +280,52 @@ def compile_row(program: str, dtype: str, precision: str, topology: str, smoke: 
   return row
 
 
+def code_fingerprint() -> str:
+  """What a compiled row depends on: this file, the package, the configs, JAX's and libtpu's versions."""
+  digest = hashlib.sha256(f"{jax.__version__} {libtpu_path()}".encode())
+  for folder, pattern in ((ROOT / "simplenet_jax", "**/*.py"), (ROOT / "configs", "*.py")):
+    for path in sorted(folder.glob(pattern)):
+      digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
+  digest.update(pathlib.Path(__file__).read_bytes())
+  return digest.hexdigest()[:16]
+
+
+class RowCache:
+  """Compiled rows kept on disk (`paths.cache_dir()/tpu_compile`), one file per row, keyed by the row and
+  `code_fingerprint()`: rerunning `--all` after an interruption, or with other topologies, compiles only what
+  it has not compiled for this code. Each file is written whole, then renamed."""
+
+  def __init__(self, smoke: bool, enabled: bool = True):
+    self.folder = paths.cache_dir() / "tpu_compile" / code_fingerprint()
+    self.smoke, self.enabled = smoke, enabled
+
+  def _path(self, program, dtype, precision, topology) -> pathlib.Path:
+    name = f"{'smoke' if self.smoke else 'paper'}-{program}-{dtype}-{precision}-{topology.replace(':', '_')}"
+    return self.folder / f"{name}.json"
+
+  def get(self, *key) -> dict | None:
+    path = self._path(*key)
+    if not self.enabled or not path.is_file():
+      return None
+    try:
+      return {**json.loads(path.read_text()), "cached": True}
+    except (OSError, ValueError):
+      return None  # unreadable: compile again
+
+  def put(self, row: dict, *key) -> None:
+    if not self.enabled:
+      return
+    path = self._path(*key)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      partial.write_text(json.dumps(row))
+      os.replace(partial, path)
+    except OSError as error:  # a cache that cannot be written costs a recompile, nothing else
+      partial.unlink(missing_ok=True)
+      print(f"note: row not cached ({error.strerror or error})", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------------------------- breakdown
 
 
@@ -434,6 +484,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       help="--breakdown: config.model.dcn_sampling (default: the config's, matmul)")
   parser.add_argument("--smoke", action="store_true", help="tiny widths and sizes: seconds (the test suite)")
   parser.add_argument("--json", help="write the rows to this JSON file")
+  parser.add_argument("--no-cache", action="store_true",
+                      help="compile every row again (by default a row compiled before for the same code is reused)")
   args = parser.parse_args(argv)
   try:
     use_xla_tpu()
@@ -479,13 +531,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
   if args.smoke:
     variants = [v for v in variants if v[2] == "default"]
   rows = []
+  cache = RowCache(args.smoke, enabled=not args.no_cache)
   for topology in topologies:
     for program, dtype, precision in variants:
-      row = compile_row(program, dtype, precision, topology, args.smoke)
+      row = cache.get(program, dtype, precision, topology)
+      if row is None:
+        row = compile_row(program, dtype, precision, topology, args.smoke)
+        cache.put(row, program, dtype, precision, topology)
       rows.append(row)
       print(f"{row['topology']} {row['program']} {row['dtype']} {row['precision']}: {row['hbm_needed_gib']:.2f} of "
             f"{row['hbm_gib']:g} GiB a chip, estimate {row['est_ms'] or float('nan'):.1f} ms, compiled in "
-            f"{row['compile_s']:.0f} s", flush=True)
+            f"{row['compile_s']:.0f} s{' (cached)' if row.get('cached') else ''}", flush=True)
   print_table(f"XLA:TPU compiles ({'smoke widths' if args.smoke else 'paper widths, configs/gopro_tpu.py'}); "
               "est ms: XLA:TPU cost-model estimate per step or image, not a measurement",
               [("program", "program", ""), ("dtype", "dtype", ""), ("precision", "precision", ""),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import threading
 from collections.abc import Iterator
 
@@ -102,3 +103,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     with contextlib.suppress(OSError):
       partial.unlink()
     raise
+
+
+def cache_dir() -> pathlib.Path:
+  """Where downloads and compile results are kept: $SIMPLENET_CACHE, else $XDG_CACHE_HOME/simplenet-jax, else
+  ~/.cache/simplenet-jax."""
+  if os.environ.get("SIMPLENET_CACHE"):
+    return pathlib.Path(os.environ["SIMPLENET_CACHE"])
+  return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "simplenet-jax"

@@ -65,3 +65,44 @@ def test_cpu_runs_never_load_libtpu():
   assert run.returncode == 0 and "CpuDevice" in run.stdout
   assert "TPU" not in run.stderr and "libtpu" not in run.stderr, run.stderr
   assert tpu_compile.libtpu_path() is not None  # and yet the tool finds it
+
+
+def test_a_row_compiled_before_for_the_same_code_is_not_compiled_again(monkeypatch, tmp_path, capsys):
+  """`--all` takes hours: an interrupted or repeated run reuses each row compiled for this code, and only
+  this code (`code_fingerprint`); `--no-cache` compiles again."""
+  monkeypatch.setenv("SIMPLENET_CACHE", str(tmp_path))
+  monkeypatch.setattr(tpu_compile, "use_xla_tpu", lambda: None)
+  compiled = []
+
+  def fake_compile_row(program, dtype, precision, topology, smoke):
+    compiled.append(topology)
+    return {"program": program, "dtype": dtype, "precision": precision, "topology": topology, "chips": 1,
+            "hbm_gib": 16, "hbm_needed_gib": 0.5 + len(compiled), "fits": True, "compile_s": 1.0, "est_ms": 2.0,
+            "compute_bound_ms": 1.0}
+
+  monkeypatch.setattr(tpu_compile, "compile_row", fake_compile_row)
+  args = ["--smoke", "--program", "train", "--dtype", "float32", "--topology", "v5e:1x1", "--topology", "v6e:1x1"]
+  first = tpu_compile.main(args)
+  assert compiled == ["v5e:1x1", "v6e:1x1"]
+  again = tpu_compile.main(args[:-2])  # one of the two, already compiled
+  assert compiled == ["v5e:1x1", "v6e:1x1"] and again[0]["hbm_needed_gib"] == first[0]["hbm_needed_gib"]
+  assert "(cached)" in capsys.readouterr().out
+  tpu_compile.main(args[:-2] + ["--no-cache"])
+  assert compiled[-1] == "v5e:1x1" and len(compiled) == 3
+  monkeypatch.setattr(tpu_compile, "code_fingerprint", lambda: "other code")
+  tpu_compile.main(args[:-2])
+  assert len(compiled) == 4
+
+
+def test_the_fingerprint_follows_the_code(monkeypatch, tmp_path):
+  for name in ("simplenet_jax/ops/a.py", "configs/b.py", "README.md"):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text("x = 1\n")
+  monkeypatch.setattr(tpu_compile, "ROOT", tmp_path)
+  before = tpu_compile.code_fingerprint()
+  (tmp_path / "README.md").write_text("other words\n")
+  assert tpu_compile.code_fingerprint() == before
+  for name in ("simplenet_jax/ops/a.py", "configs/b.py"):
+    (tmp_path / name).write_text("x = 2\n")
+    assert tpu_compile.code_fingerprint() != before
+    before = tpu_compile.code_fingerprint()

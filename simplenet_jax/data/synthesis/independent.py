@@ -46,6 +46,7 @@ from skimage import metrics as sk_metrics
 from simplenet_jax.data import images
 from simplenet_jax.data.synthesis import dataset
 from simplenet_jax.data.synthesis import linear_light
+from simplenet_jax.paths import cache_dir
 
 SEED = 31  # fixed with the generator, before any training change was measured on the set
 MAX_SIDE = 512  # longest side of a pair's photo; keeps evaluating the set to seconds on a CPU
@@ -89,14 +90,6 @@ PHOTOS = (
                "27e7af47501a4e9a06e4d8bd8b834bd773fe7b187baef2f47e120c663524bed1",
                platform="manylinux_2_28_x86_64"),
 )
-
-
-def cache_dir() -> pathlib.Path:
-  """Where downloaded wheels are kept: $SIMPLENET_CACHE, else $XDG_CACHE_HOME/simplenet-jax, else
-  ~/.cache/simplenet-jax."""
-  if os.environ.get("SIMPLENET_CACHE"):
-    return pathlib.Path(os.environ["SIMPLENET_CACHE"])
-  return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "simplenet-jax"
 
 
 def photo_bytes(photo: WheelPhoto, cache: pathlib.Path | None = None) -> bytes:
