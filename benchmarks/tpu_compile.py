@@ -58,6 +58,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from configs import gopro
 from configs import gopro_tpu
 from configs import smoke as smoke_config
 from simplenet_jax import inference
@@ -113,6 +114,52 @@ class NoXlaTpuError(RuntimeError):
   """libtpu (XLA:TPU) is not installed."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+  """Published per-card figures (NVIDIA's data sheets and CUDA's per-architecture limits), which XLA:GPU takes
+  as the card it compiles for (a `GpuTargetConfigProto`) when no GPU is attached."""
+  name: str
+  memory_gib: float
+  compute_capability: tuple[int, int]
+  sms: int
+  fp32_lanes_per_sm: int
+  clock_ghz: float
+  bandwidth_gbps: float
+  l2_mib: int
+  shared_kib_per_sm: int
+  shared_kib_per_block: int  # with the opt-in
+  threads_per_sm: int
+
+  def target_config(self) -> str:
+    major, minor = self.compute_capability
+    return f"""gpu_device_info {{
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: {self.shared_kib_per_sm * 1024} threads_per_core_limit: {self.threads_per_sm}
+  core_count: {self.sms} fpus_per_core: {self.fp32_lanes_per_sm}
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: {int(self.bandwidth_gbps * 1e9)} l2_cache_size: {self.l2_mib << 20}
+  clock_rate_ghz: {self.clock_ghz} device_memory_size: {int(self.memory_gib * GIB)}
+  shared_memory_per_block_optin: {self.shared_kib_per_block * 1024}
+  cuda_compute_capability {{ major: {major} minor: {minor} }}
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 8 }}
+device_description_str: "{self.name}"
+"""
+
+
+GPUS = {
+    "h100": Gpu("NVIDIA H100 SXM5 80GB", 80, (9, 0), 132, 128, 1.98, 3350, 50, 228, 227, 2048),
+    "a100": Gpu("NVIDIA A100 SXM4 40GB", 40, (8, 0), 108, 64, 1.41, 1555, 40, 164, 163, 2048),
+    "t4": Gpu("NVIDIA T4", 16, (7, 5), 40, 64, 1.59, 320, 4, 64, 64, 1024),
+}
+
+
+class NoXlaGpuError(RuntimeError):
+  """The CUDA compiler plugin (XLA:GPU) is not installed."""
+
+
 def libtpu_path() -> str | None:
   """libtpu.so: $TPU_LIBRARY_PATH, the `libtpu` package (the tpu extra) or `.venv/libtpu` (scripts/setup.sh
   --tpu puts it there, outside the import path, so that CPU runs never load it)."""
@@ -146,22 +193,56 @@ def use_xla_tpu() -> None:
     jax.config.update("jax_platforms", "cpu")
 
 
+def cuda_compiler_path() -> str | None:
+  """The folder that holds JAX's CUDA plugin: `.venv/cuda` (scripts/setup.sh --cuda puts it there, outside the
+  import path, so that CPU runs never load it), or None when the plugin is importable already (jax[cuda12])."""
+  if importlib.util.find_spec("jax_cuda12_plugin") is not None:
+    return None
+  folder = ROOT / ".venv" / "cuda"
+  if not (folder / "jax_cuda12_plugin").is_dir():
+    raise NoXlaGpuError("XLA:GPU is not installed: run `bash scripts/setup.sh --cuda` (or `pip install "
+                        f"'jax[cuda12]=={jax.__version__}'`) first.")
+  return os.fspath(folder)
+
+
+def use_xla_gpu() -> None:
+  """Lets JAX compile for the GPUs of `GPUS` with no GPU and no driver: the CUDA plugin compiles for a target
+  config, while computing stays on the CPU (without `jax_platforms=cpu` the plugin would look for a driver)."""
+  path = cuda_compiler_path()
+  if path is not None and path not in sys.path:
+    sys.path.insert(0, path)
+  if not jax._src.xla_bridge.backends_are_initialized():  # pylint: disable=protected-access
+    jax.config.update("jax_platforms", "cpu")
+
+
+def is_gpu(topology: str) -> bool:
+  return topology in GPUS
+
+
 def topology_mesh(name: str) -> jax.sharding.Mesh:
   """The project's one-axis data mesh (`parallel.make_mesh`) over a topology's compile-only devices."""
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  if is_gpu(name):
+    return parallel.make_mesh(topologies.get_topology_desc(platform="cuda", topology="1x1x1",
+                                                           target_config=GPUS[name].target_config()).devices)
   return parallel.make_mesh(topologies.get_topology_desc(topology_name=name, platform="tpu",
                                                          **TOPOLOGIES[name]).devices)
 
 
 def chip_of(topology: str) -> Chip:
+  if is_gpu(topology):  # XLA:GPU has no cost analysis: only the memory counts
+    gpu = GPUS[topology]
+    return Chip(gpu.name, gpu.memory_gib, float("nan"), gpu.bandwidth_gbps)
   return CHIPS[topology.split(":")[0]]
 
 
 # ----------------------------------------------------------------------------------------------- programs
 
 
-def paper_config(smoke: bool, dtype: str = "float32", precision: str = "default", tile_bytes: int | None = None):
-  config = gopro_tpu.get_config()
+def paper_config(smoke: bool, dtype: str = "float32", precision: str = "default", tile_bytes: int | None = None,
+                 gpu: bool = False):
+  """`configs/gopro_tpu.py` (for a GPU `configs/gopro.py`: gathers in tiles), at smoke widths with `smoke`."""
+  config = gopro.get_config() if gpu else gopro_tpu.get_config()
   if smoke:
     small = smoke_config.get_config()
     config.model.widths, config.model.lgcr_rank = small.model.widths, small.model.lgcr_rank
@@ -255,7 +336,7 @@ def compile_row(program: str, dtype: str, precision: str, topology: str, smoke: 
   mesh = topology_mesh(topology)
   row = {"program": program, "dtype": dtype, "precision": precision, "topology": topology,
          "chips": int(mesh.devices.size), "hbm_gib": chip.hbm_gib}
-  config = paper_config(smoke, dtype, precision)
+  config = paper_config(smoke, dtype, precision, gpu=is_gpu(topology))
   start = time.perf_counter()
   try:
     compiled = lower_program(program, config, mesh, smoke).compile()
@@ -272,6 +353,9 @@ def compile_row(program: str, dtype: str, precision: str, topology: str, smoke: 
   memory = compiled.memory_analysis()
   row["hbm_needed_gib"] = memory.peak_memory_in_bytes / GIB
   row["fits"] = row["hbm_needed_gib"] <= chip.hbm_gib
+  if is_gpu(topology):  # `cost_analysis()` is not implemented for XLA:GPU: no estimate
+    row["est_ms"] = row["compute_bound_ms"] = None
+    return row
   estimated = compiled
   if has_loop(compiled):  # loop bodies are counted once: estimate from the same program as one tile
     estimated = lower_program(program, paper_config(smoke, dtype, precision, tile_bytes=0), mesh, smoke).compile()
@@ -474,7 +558,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--program", action="append", choices=PROGRAMS, help="a program (repeatable; default: all)")
   parser.add_argument("--dtype", action="append", choices=("float32", "bfloat16"),
                       help="a compute dtype (repeatable; default: both)")
-  parser.add_argument("--all", action="store_true", help="every topology (hours on a 2-core CPU)")
+  parser.add_argument("--all", action="store_true", help="every TPU topology (hours on a 2-core CPU)")
+  parser.add_argument("--gpu", action="append", choices=sorted(GPUS) + ["all"],
+                      help="a GPU (repeatable; all: every one): XLA:GPU compiles for it with no GPU (`bash "
+                           "scripts/setup.sh --cuda`); configs/gopro.py, memory only (no cost analysis there)")
   parser.add_argument("--breakdown", action="store_true", help="the per-layer cost breakdown (v5e:1x1)")
   parser.add_argument("--dcn", action="store_true",
                       help="each deformable conv shape against a plain conv, gathers and matmuls (v5e:1x1)")
@@ -487,9 +574,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--no-cache", action="store_true",
                       help="compile every row again (by default a row compiled before for the same code is reused)")
   args = parser.parse_args(argv)
+  gpus = sorted(GPUS) if "all" in (args.gpu or []) else list(dict.fromkeys(args.gpu or []))
+  tpus = sorted(TOPOLOGIES) if args.all else (args.topology or ([] if gpus else list(DEFAULT_TOPOLOGIES)))
   try:
-    use_xla_tpu()
-  except NoXlaTpuError as error:
+    if tpus or args.dcn or args.breakdown:
+      use_xla_tpu()
+    if gpus:
+      use_xla_gpu()
+  except (NoXlaTpuError, NoXlaGpuError) as error:
     sys.exit(f"error: {error}")
 
   if args.dcn:
@@ -525,7 +617,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_json(args.json, {"benchmark": "tpu_compile_breakdown", "smoke": args.smoke, "rows": rows})
     return rows
 
-  topologies = sorted(TOPOLOGIES) if args.all else (args.topology or list(DEFAULT_TOPOLOGIES))
+  topologies = tpus + gpus
   variants = [v for v in VARIANTS if (not args.program or v[0] in args.program)
               and (not args.dtype or v[1] in args.dtype)]
   if args.smoke:
@@ -539,11 +631,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row = compile_row(program, dtype, precision, topology, args.smoke)
         cache.put(row, program, dtype, precision, topology)
       rows.append(row)
+      estimate = ("no estimate (XLA:GPU has no cost analysis)" if is_gpu(topology) else
+                  "does not fit" if row["est_ms"] is None else f"estimate {row['est_ms']:.1f} ms")
       print(f"{row['topology']} {row['program']} {row['dtype']} {row['precision']}: {row['hbm_needed_gib']:.2f} of "
-            f"{row['hbm_gib']:g} GiB a chip, estimate {row['est_ms'] or float('nan'):.1f} ms, compiled in "
-            f"{row['compile_s']:.0f} s{' (cached)' if row.get('cached') else ''}", flush=True)
-  print_table(f"XLA:TPU compiles ({'smoke widths' if args.smoke else 'paper widths, configs/gopro_tpu.py'}); "
-              "est ms: XLA:TPU cost-model estimate per step or image, not a measurement",
+            f"{row['hbm_gib']:g} GiB a chip, {estimate}, compiled in {row['compile_s']:.0f} s"
+            f"{' (cached)' if row.get('cached') else ''}", flush=True)
+  configs = "configs/gopro_tpu.py" + (", on GPUs configs/gopro.py" if gpus else "")
+  print_table(f"{'XLA:TPU' if not gpus else 'XLA:TPU and XLA:GPU'} compiles "
+              f"({'smoke widths' if args.smoke else 'paper widths, ' + configs}); est ms: XLA:TPU cost-model "
+              "estimate per step or image, not a measurement",
               [("program", "program", ""), ("dtype", "dtype", ""), ("precision", "precision", ""),
                ("topology", "topology", ""), ("chips", "chips", "d"), ("GiB/chip", "hbm_needed_gib", ".2f"),
                ("HBM GiB", "hbm_gib", "g"), ("fits", "fits", ""), ("est ms", "est_ms", ".1f"),

@@ -3,7 +3,9 @@
 # extra, every task's) and this package (editable);
 # `--torch` adds the torch extra (requirements-torch.txt: the PyTorch twin that the tests compare with);
 # `--tpu` adds XLA:TPU (requirements-tpu.txt: libtpu) in .venv/libtpu, outside the import path, for
-# benchmarks/tpu_compile.py only: CPU runs never load it (on a TPU VM, install the tpu extra instead).
+# benchmarks/tpu_compile.py only: CPU runs never load it (on a TPU VM, install the tpu extra instead);
+# `--cuda` adds XLA:GPU's compiler (requirements-cuda.txt: JAX's CUDA plugin and ptxas, no runtime) in .venv/cuda,
+# likewise outside the import path, for `benchmarks/tpu_compile.py --gpu`.
 # Idempotent: a second run installs nothing unless a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,15 @@ for flag in "$@"; do
         rm -rf .venv/libtpu && mv .venv/libtpu.partial .venv/libtpu
         cp requirements-tpu.txt .venv/.requirements-tpu.txt
       fi ;;
-    *) echo "error: scripts/setup.sh takes --torch and --tpu, not $flag." >&2; exit 2 ;;
+    --cuda)
+      if ! cmp -s requirements-cuda.txt .venv/.requirements-cuda.txt; then
+        need_space 2 "XLA:GPU's compiler (JAX's CUDA plugin)"
+        echo "setup: installing XLA:GPU's compiler (~600 MB) in .venv/cuda for benchmarks/tpu_compile.py --gpu" >&2
+        rm -rf .venv/cuda.partial
+        .venv/bin/python -m pip install --quiet --no-deps --target .venv/cuda.partial -r requirements-cuda.txt
+        rm -rf .venv/cuda && mv .venv/cuda.partial .venv/cuda
+        cp requirements-cuda.txt .venv/.requirements-cuda.txt
+      fi ;;
+    *) echo "error: scripts/setup.sh takes --torch, --tpu and --cuda, not $flag." >&2; exit 2 ;;
   esac
 done

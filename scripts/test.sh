@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up .venv (scripts/setup.sh, with the torch extra for the PyTorch twin and XLA:TPU for the compile test) and runs the test suite on every
+# Sets up .venv (scripts/setup.sh, with the torch extra for the PyTorch twin and XLA:TPU and XLA:GPU for the compile tests) and runs the test suite on every
 # core (pytest-xdist; TEST_WORKERS=N picks the number, 0 runs in one process; at most 4, each holds its own JAX).
 #   bash scripts/test.sh          the whole suite (what CI runs)
 #   bash scripts/test.sh --fast   the fast tier for the inner loop: everything not marked slow
@@ -11,7 +11,7 @@ if [ "${1:-}" = "--fast" ]; then
   shift
   tier=(-m "not slow")
 fi
-bash scripts/setup.sh --torch --tpu
+bash scripts/setup.sh --torch --tpu --cuda
 # tests/test_app.py drives the web demo in Debian's chromium (playwright without its own browser download).
 if [ ${#tier[@]} -eq 0 ] && ! command -v chromium >/dev/null; then
   echo "setup: installing Debian's chromium for the browser test (tests/test_app.py; a minute or two)" >&2

@@ -39,6 +39,28 @@ def test_smoke_train_step_compiles_for_a_v5e_2x2_slice():
   assert "tpu" in compiled.as_text().lower() or compiled.runtime_executable() is not None
 
 
+@pytest.mark.slow
+def test_smoke_train_step_compiles_for_a_t4_with_no_gpu():
+  """XLA:GPU (JAX's CUDA plugin, `scripts/setup.sh --cuda`) compiles the smoke-width step for a T4 from its
+  published figures, with no GPU and no driver; the row has the card's memory and no estimate."""
+  run = subprocess.run([sys.executable, os.path.join(os.path.dirname(tpu_compile.__file__), "tpu_compile.py"),
+                        "--smoke", "--gpu", "t4", "--program", "train", "--dtype", "float32", "--no-cache"],
+                       capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  line = next(line for line in run.stdout.splitlines() if line.startswith("t4 train float32 default:"))
+  needed = float(line.split(": ")[1].split(" of ")[0])
+  assert 0 < needed < 1 and "of 16 GiB a chip, no estimate" in line
+  assert "Traceback" not in run.stderr
+
+
+def test_no_cuda_compiler_is_one_sentence(monkeypatch, tmp_path):
+  monkeypatch.setattr(tpu_compile, "ROOT", tmp_path)
+  monkeypatch.setattr(tpu_compile.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(SystemExit) as exit_info:
+    tpu_compile.main(["--smoke", "--gpu", "t4"])
+  assert "XLA:GPU is not installed: run `bash scripts/setup.sh --cuda`" in str(exit_info.value)
+
+
 def test_the_tool_compiles_what_the_trainer_runs(monkeypatch):
   """`train.make_step` is the one place the step is jitted: the trainer and the tool both call it."""
   calls = []
@@ -58,11 +80,12 @@ def test_no_libtpu_is_one_sentence(monkeypatch, capsys):
 
 
 def test_cpu_runs_never_load_libtpu():
-  """libtpu sits outside the import path (`scripts/setup.sh --tpu`), so a plain JAX start neither finds it
-  nor logs its TPU probing."""
-  run = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices())"], capture_output=True,
+  """libtpu and the CUDA plugin sit outside the import path (`scripts/setup.sh --tpu --cuda`), so a plain JAX
+  start neither finds them nor logs their probing."""
+  code = "import importlib.util, jax; print(jax.devices(), importlib.util.find_spec('jax_cuda12_plugin'))"
+  run = subprocess.run([sys.executable, "-c", code], capture_output=True,
                        text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"})
-  assert run.returncode == 0 and "CpuDevice" in run.stdout
+  assert run.returncode == 0 and "CpuDevice" in run.stdout and run.stdout.rstrip().endswith("None")  # nor CUDA's
   assert "TPU" not in run.stderr and "libtpu" not in run.stderr, run.stderr
   assert tpu_compile.libtpu_path() is not None  # and yet the tool finds it
 
