@@ -5,6 +5,7 @@
     python benchmarks/tpu_compile.py --all --json tpu.json # every topology and program (hours)
     python benchmarks/tpu_compile.py --breakdown           # each layer kind as its own program (v5e:1x1)
     python benchmarks/tpu_compile.py --smoke               # tiny widths, seconds (the test suite)
+    python benchmarks/tpu_compile.py --gpu all             # XLA:GPU for an H100, an A100 and a T4 (minutes)
 
 XLA:TPU itself (libtpu, `bash scripts/setup.sh --tpu`) compiles each program for a topology described by
 `jax.experimental.topologies.get_topology_desc`, with no TPU attached, as MaxText's `train_compile.py` does:
@@ -27,6 +28,10 @@ Programs (paper widths, `configs/gopro_tpu.py`: `configs/gopro.py` with the defo
 * ``forward_720p``: the network on one 720 × 1280 image per chip;
 * ``eval``: evaluation as `eval.py` runs it on one 720p pair per chip: reflect-pad, network, uint8, PSNR,
   both SSIMs and the colour shift (`scoring.batch_scores`).
+
+``--gpu`` compiles the same programs with XLA:GPU (JAX's CUDA plugin, `bash scripts/setup.sh --cuda`) for a
+card described by its published figures (`GPUS`), with no GPU and no driver, from `configs/gopro.py` (GPUs keep
+the gathers). Its rows give the card's peak memory; XLA:GPU has no cost analysis, so they have no estimate.
 
 ``--breakdown`` compiles each layer kind at its real shapes (paper widths, one chip's share of the batch of
 8 × 256²), forward and forward + backward, as its own program with no loop, multiplies by how often the
