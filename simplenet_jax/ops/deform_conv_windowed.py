@@ -190,7 +190,7 @@ def _window_grid(geo: _Geometry, dtype):
 
 
 def _sample(weights: jax.Array, win: jax.Array) -> jax.Array:
-  """``weights [B, samples, P]`` × ``win [B, P, C]`` → ``[B, samples, C]``, B = (N, block rows, blocks, G).
+  """``weights [B, samples, P]`` × ``win [B, C, P]`` → ``[B, C, samples]``, B = (N, block rows, blocks, G).
 
   Every per-sample array of a tile has this one batch axis: XLA:TPU would lay a separate unit G axis out as a
   padded tile row and copy between layouts."""
