@@ -33,6 +33,18 @@ if ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   cp requirements.txt "$stamp"
 fi
+# outside_venv NAME FOLDER GB WHAT MESSAGE: requirements-NAME.txt into .venv/FOLDER (outside the import path),
+# through a partial folder renamed when complete; again only when the requirements file changed.
+outside_venv() {
+  if ! cmp -s "requirements-$1.txt" ".venv/.requirements-$1.txt"; then
+    need_space "$3" "$4"
+    echo "setup: installing $5" >&2
+    rm -rf ".venv/$2.partial"
+    .venv/bin/python -m pip install --quiet --no-deps --target ".venv/$2.partial" -r "requirements-$1.txt"
+    rm -rf ".venv/$2" && mv ".venv/$2.partial" ".venv/$2"
+    cp "requirements-$1.txt" ".venv/.requirements-$1.txt"
+  fi
+}
 for flag in "$@"; do
   case "$flag" in
     --torch)
@@ -42,24 +54,8 @@ for flag in "$@"; do
         .venv/bin/python -m pip install --quiet -r requirements-torch.txt
         cp requirements-torch.txt .venv/.requirements-torch.txt
       fi ;;
-    --tpu)
-      if ! cmp -s requirements-tpu.txt .venv/.requirements-tpu.txt; then
-        need_space 1 "XLA:TPU (libtpu)"
-        echo "setup: installing XLA:TPU (libtpu, ~250 MB) in .venv/libtpu for benchmarks/tpu_compile.py" >&2
-        rm -rf .venv/libtpu.partial
-        .venv/bin/python -m pip install --quiet --no-deps --target .venv/libtpu.partial -r requirements-tpu.txt
-        rm -rf .venv/libtpu && mv .venv/libtpu.partial .venv/libtpu
-        cp requirements-tpu.txt .venv/.requirements-tpu.txt
-      fi ;;
-    --cuda)
-      if ! cmp -s requirements-cuda.txt .venv/.requirements-cuda.txt; then
-        need_space 2 "XLA:GPU's compiler (JAX's CUDA plugin)"
-        echo "setup: installing XLA:GPU's compiler (~600 MB) in .venv/cuda for benchmarks/tpu_compile.py --gpu" >&2
-        rm -rf .venv/cuda.partial
-        .venv/bin/python -m pip install --quiet --no-deps --target .venv/cuda.partial -r requirements-cuda.txt
-        rm -rf .venv/cuda && mv .venv/cuda.partial .venv/cuda
-        cp requirements-cuda.txt .venv/.requirements-cuda.txt
-      fi ;;
+    --tpu) outside_venv tpu libtpu 1 "XLA:TPU (libtpu)" "XLA:TPU (libtpu, ~250 MB) in .venv/libtpu for benchmarks/tpu_compile.py" ;;
+    --cuda) outside_venv cuda cuda 2 "XLA:GPU's compiler (JAX's CUDA plugin)" "XLA:GPU's compiler (~600 MB) in .venv/cuda for benchmarks/tpu_compile.py --gpu" ;;
     *) echo "error: scripts/setup.sh takes --torch, --tpu and --cuda, not $flag." >&2; exit 2 ;;
   esac
 done
