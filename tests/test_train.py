@@ -516,3 +516,16 @@ def test_a_workdir_that_cannot_be_written_is_one_sentence_before_any_work(data_r
     train.train_and_evaluate(smoke_config(data_root), blocker / "run")
   assert str(info.value) == (f"cannot write to the workdir {blocker / 'run'} (Not a directory); pass --workdir "
                              "with a writable folder.")
+
+
+def test_l1_loss_has_no_gradient_at_a_tie():
+  """The loss is mean |pred − target| and its gradient sign(pred − target) / n, 0 where they are equal (as
+  PyTorch's L1Loss): on 8-bit targets many pixels tie, and JAX's own |x| would push each of them down."""
+  rng = np.random.default_rng(0)
+  target = rng.integers(0, 256, (2, 5, 7, 3)) / 255.0
+  pred = np.where(rng.random(target.shape) < 0.4, target, rng.integers(0, 256, target.shape) / 255.0)
+  assert (pred == target).mean() > 0.3
+  loss, grad = jax.value_and_grad(train.l1_loss)(jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32))
+  assert float(loss) == pytest.approx(np.abs(pred - target).mean(), rel=1e-6)
+  np.testing.assert_array_equal(np.asarray(grad), np.sign(pred - target).astype(np.float32) / pred.size)
+
