@@ -123,3 +123,29 @@ def test_near_sharp_pairs_move_at_most_min_length():
              for k in range(6)]
   assert max(lengths) <= settings.min_length and len(set(lengths)) == 6
 
+
+
+def test_a_noisy_target_carries_the_inputs_own_noise():
+  """With `target_noise`, a still camera's target is its noisy input exactly, and a moving camera's target is
+  the clean sharp crop plus the input's noise draw: the same blurred input, a target that differs from the
+  clean one by noise of the drawn size, on average nothing."""
+  settings = dataclasses.replace(camera_shake.BlurSettings(), noise=0.05, jpeg_fraction=0.0)
+  noisy = dataclasses.replace(settings, target_noise=True)
+  still = pairs.synthesize_pair(textured_photo(6), np.random.default_rng(2), 40, 56, noisy,
+                                shake=camera_shake.Shake.still(15))
+  assert still.info["noise_sigma"] > 0.005
+  np.testing.assert_array_equal(still.sharp, still.blur)
+  shake = camera_shake.random_shake(np.random.default_rng(7), 12.0, (40, 56), settings)
+  clean, kept = (pairs.synthesize_pair(textured_photo(6), np.random.default_rng(2), 40, 56, s, shake=shake)
+                 for s in (settings, noisy))
+  np.testing.assert_array_equal(kept.blur, clean.blur)
+  linear = [camera_shake.linear_light.linear_from_uint8(p.sharp).astype(np.float64) for p in (clean, kept)]
+  added = linear[1] - linear[0]
+  sigma = kept.info["noise_sigma"]
+  assert sigma > 0.02  # several levels: the 8-bit rounding of the target is small beside it
+  # The shot + read noise of the blurred image's levels.
+  expected = sigma * np.sqrt(camera_shake.linear_light.linear_from_uint8(clean.blur).astype(np.float64) + 0.01)
+  unclipped = (clean.sharp > 30) & (clean.sharp < 225)  # white and black clip the noise
+  assert unclipped.mean() > 0.5
+  assert np.std((added / expected)[unclipped]) == pytest.approx(1.0, abs=0.05)
+  assert abs(np.mean((added / expected)[unclipped])) < 0.05

@@ -46,6 +46,8 @@ class BlurSettings:
     min_scale: smallest zoom of a photo; more zoomed-out crops pack in more edges than a GoPro frame has.
     jpeg_fraction: share of pairs whose blurred image the camera saves as JPEG (decoded again before storing).
     jpeg_quality: range of those JPEGs' quality.
+    target_noise: give the sharp target the blurred image's own noise (the same draw, added in linear light),
+      so that a network learns to remove blur and never noise: a sharp input is then its own target.
   """
 
   min_length: float = 1.0
@@ -62,6 +64,7 @@ class BlurSettings:
   min_scale: float = 0.5
   jpeg_fraction: float = 0.3
   jpeg_quality: tuple[int, int] = (70, 95)
+  target_noise: bool = False
 
 
 def shake_path(rng: np.random.Generator, length: float, num_steps: int = 2000) -> np.ndarray:

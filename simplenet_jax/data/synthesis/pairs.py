@@ -159,9 +159,11 @@ def synthesize_pair(photo: Image.Image, rng: np.random.Generator, height: int, w
     matrix, colour_info = colour_transform(rng, augment)
     canvas = recolour(canvas, matrix)
   sharp = canvas[margin:margin + height, margin:margin + width].copy()
-  linear = camera_shake.render_blur(canvas, shake, height, width, margin)
-  linear, noise_sigma = camera_shake.add_sensor_noise(linear, rng, settings.noise)
+  clean = camera_shake.render_blur(canvas, shake, height, width, margin)
+  linear, noise_sigma = camera_shake.add_sensor_noise(clean, rng, settings.noise)
   blur = linear_light.uint8_from_linear(linear)
+  if settings.target_noise:
+    sharp = linear_light.uint8_from_linear(linear_light.linear_from_uint8(sharp) + (linear - clean))
   jpeg_quality = 0
   if rng.random() < settings.jpeg_fraction:
     jpeg_quality = int(rng.integers(settings.jpeg_quality[0], settings.jpeg_quality[1] + 1))
