@@ -303,13 +303,26 @@ def network(g: Graph, model: simplenet.SimpleNet, image: str) -> str:
   """`SimpleNet.__call__` on NCHW ``image`` (H, W multiples of 4): ``image + decode(lgcr(encode(image)))``."""
   skip1 = stage(g, "encoder1", model.encoder1, relu(g, "head", conv(g, "head", model.head, image)))
   skip2 = stage(g, "encoder2", model.encoder2, relu(g, "down1", conv(g, "down1", model.down1, skip1)))
-  x = stage(g, "encoder3", model.encoder3, relu(g, "down2", conv(g, "down2", model.down2, skip2)))
-  x = stage(g, "decoder3", model.decoder3, block(g, "lgcr", model.lgcr, x))
+  features = stage(g, "encoder3", model.encoder3, relu(g, "down2", conv(g, "down2", model.down2, skip2)))
+  x = stage(g, "decoder3", model.decoder3, block(g, "lgcr", model.lgcr, features))
   x = g.op("Add", relu(g, "up2", up_conv(g, "up2", model.up2, x)), skip2, name="skip2")
   x = stage(g, "decoder2", model.decoder2, x)
   x = g.op("Add", relu(g, "up1", up_conv(g, "up1", model.up1, x)), skip1, name="skip1")
   x = stage(g, "decoder1", model.decoder1, x)
-  return g.op("Add", image, conv(g, "tail", model.tail, x), name="residual")
+  x = conv(g, "tail", model.tail, x)
+  if model.gate is not None:  # `SimpleNet.gate_logit` > 0 (`simplenet.is_blurred`), as [N, 1, 1, 1]
+    energies = [g.op("Log", g.op("Add", g.op("ReduceMean", g.op("Mul", f, f, name=f"gate.{k}.square"),
+                                             g.ints(f"gate.{k}.axes", [2, 3]), name=f"gate.{k}.mean", keepdims=0),
+                                 g.const(f"gate.{k}.epsilon", simplenet.GATE_EPSILON), name=f"gate.{k}.add"),
+                     name=f"gate.{k}.log") for k, f in enumerate((skip1, skip2, features))]
+    logit = g.op("Gemm", g.op("Concat", *energies, name="gate.energies", axis=1),
+                 g.const("gate.kernel", _param(model.gate.kernel)), g.const("gate.bias", _param(model.gate.bias)),
+                 name="gate.linear")
+    blurred = g.op("Greater", logit, g.const("gate.threshold", np.zeros(1)), name="gate.blurred")
+    gate = g.op("Unsqueeze", g.op("Cast", blurred, name="gate.cast", to=TensorProto.FLOAT),
+                g.ints("gate.hw", [2, 3]), name="gate")
+    x = g.op("Mul", x, gate, name="gated")
+  return g.op("Add", image, x, name="residual")
 
 
 def pad_to_multiple(g: Graph, image: str) -> tuple[str, str]:

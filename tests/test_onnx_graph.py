@@ -21,10 +21,11 @@ pytestmark = pytest.mark.slow  # onnxruntime on every variant at several sizes: 
 SIZES = [(2, 20, 28), (1, 37, 45), (1, 33, 50)]  # batch 2; odd sizes, which the graph pads and crops itself
 TOLERANCE = 1e-4  # export.ONNX_TOLERANCE
 # Every variant the config allows in the slot: each global_context ("resblock" is Table 3's Baseline2);
-# LGCR's per-pixel softmax; offset groups that the PVB fuse's per-branch DeformConvs must slice.
+# LGCR's per-pixel softmax; offset groups that the PVB fuse's per-branch DeformConvs must slice; the demo's gate.
 VARIANTS = {kind: dict(global_context=kind) for kind in GLOBAL_CONTEXTS} | {
     "lgcr_softmax_c": dict(lgcr_softmax_axes="c"),
-    "deform_groups_2": dict(deform_groups=2), "deform_groups_4": dict(deform_groups=4)}
+    "deform_groups_2": dict(deform_groups=2), "deform_groups_4": dict(deform_groups=4),
+    "residual_gate": dict(residual_gate=True)}
 
 
 def randomize(model: nnx.Module, seed: int = 0) -> None:
@@ -44,9 +45,17 @@ def randomize(model: nnx.Module, seed: int = 0) -> None:
 def model_and_session(variant: str):
   model = SimpleNet(ModelConfig((8, 12, 16), lgcr_rank=4, **VARIANTS[variant]), rngs=nnx.Rngs(0))
   randomize(model)
+  if model.gate is not None:  # the first test batch's two images on either side of the gate's threshold
+    logits = np.asarray(model.residual_and_gate(jnp.asarray(first_batch()))[1])[:, 0]
+    model.gate.bias[...] -= logits.mean()
   proto = onnx_graph.simplenet_model(model)
   session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
   return model, proto, session
+
+
+def first_batch() -> np.ndarray:
+  """The first test batch, the one the gate's threshold is set on (its size a multiple of 4 already)."""
+  return np.random.default_rng(1).random((*SIZES[0], 3), dtype=np.float32)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -59,7 +68,11 @@ def test_onnx_equals_the_network_in_onnxruntime(variant):
     got = session.run(["sharp"], {"blurred": image})[0]
     expected = np.asarray(network(image))
     assert got.shape == image.shape
-    assert np.abs(expected - image).max() > 0.5  # every layer randomised: the network really transforms it
+    changed = np.abs(expected - image).max(axis=(1, 2, 3))
+    if size == SIZES[0] and model.gate is not None:  # one image left exactly as it was, the other changed
+      assert sorted(changed > 0) == [False, True], changed
+    elif model.gate is None:
+      assert changed.max() > 0.5  # every layer randomised: the network really transforms it
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE, err_msg=f"{variant} at {size}")
 
 

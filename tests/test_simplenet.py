@@ -82,6 +82,31 @@ def test_tiny_model_forward_backward_and_global_residual():
   np.testing.assert_array_equal(np.asarray(model(image)), np.asarray(image))
 
 
+def test_the_gate_applies_each_images_residual_whole_or_not_at_all():
+  """`residual_gate`: an image whose gate logit is negative comes back exactly as it was, one whose logit is
+  positive gets the ungated network's output, each image of a batch by its own logit; the logit is a linear
+  function of the log mean energies of the encoder's channels (their mean square over the image)."""
+  gated = SimpleNet(ModelConfig(**TINY, zero_init_tail=False, residual_gate=True), rngs=nnx.Rngs(2))
+  plain = SimpleNet(ModelConfig(**TINY, zero_init_tail=False), rngs=nnx.Rngs(2))
+  rng = np.random.default_rng(3)
+  kernel = rng.normal(size=gated.gate.kernel.shape) * 0.1
+  gated.gate.kernel[...] = jnp.asarray(kernel, jnp.float32)
+  image = jnp.asarray(rng.uniform(size=(2, 20, 28, 3)) * np.array([1.0, 0.3])[:, None, None, None], jnp.float32)
+  residual = np.asarray(plain(image) - image)
+  assert np.abs(residual).max() > 0.05
+  features, skips = plain.encode(image)
+  energies = np.concatenate([np.log(np.square(np.asarray(x, np.float64)).mean(axis=(1, 2)) + 1e-6)
+                             for x in (*skips, features)], axis=1)
+  logits = energies @ kernel[:, 0]
+  np.testing.assert_allclose(np.asarray(gated.residual_and_gate(image)[1])[:, 0], logits, rtol=1e-4, atol=1e-4)
+  for bias in (-logits.max() - 0.5, -logits.min() + 0.5, -logits.mean()):
+    gated.gate.bias[...] = jnp.full((1,), bias, jnp.float32)
+    applied = (logits + bias > 0).astype(np.float32)
+    got = np.asarray(gated(image) - image)
+    np.testing.assert_allclose(got, residual * applied[:, None, None, None], atol=1e-6)
+  assert list(applied) in ([0, 1], [1, 0])  # the last bias splits the batch: each image by its own logit
+
+
 def test_odd_tiny_config_variants_run():
   for extra in (dict(deform_groups=2, lgcr_softmax_axes="c"), dict(use_pvb=False, use_dr=False),
                 dict(dcn_max_offset=3.0, dcn_sampling="matmul", deform_groups=2)):
@@ -113,6 +138,7 @@ def test_bad_input_is_one_clear_sentence(shape, message):
     ("dcn_sampling", "dense", "config.model.dcn_sampling must be one of ('gather', 'matmul')"),
     ("lgcr_softmax_axes", "hw", 'config.model.lgcr_softmax_axes must be "chw" or "c"'),
     ("use_dr", "no", "config.model.use_dr must be True or False"),
+    ("residual_gate", 1, "config.model.residual_gate must be True or False"),
     ("lgcr_initial_slope", float("nan"), "config.model.lgcr_initial_slope must be a finite number, got nan."),
     ("lgcr_kernel_3d_std", -0.1, "config.model.lgcr_kernel_3d_std must be a finite number of at least 0, got -0.1."),
 ])

@@ -44,6 +44,9 @@ class ModelConfig:
   use_dr: bool = True  # False: a vanilla ResBlock in each DR's place (Table 3)
   global_context: str = "lgcr"  # the module in LGCR's slot, one of GLOBAL_CONTEXTS
   zero_init_tail: bool = True  # the untrained network is the identity (the paper gives no init)
+  # Not in the paper (configs/demo.py): a per-image gate, a linear function of the encoder's log energies,
+  # decides whether the residual is applied, so that the network leaves a sharp photo exactly as it is.
+  residual_gate: bool = False
   # Offsets of every DeformConv clipped to ± this many pixels (configs/gopro_tpu.py: 8, for the TPU's sampling by
   # matmuls); 0: unbounded, the paper's DCN.
   dcn_max_offset: float = 0.0
@@ -85,7 +88,7 @@ class ModelConfig:
     if not _is_int(self.dcn_tile_bytes) or self.dcn_tile_bytes < 0:
       raise ValueError(f"config.model.dcn_tile_bytes must be a non-negative int (0 = one tile), got "
                        f"{self.dcn_tile_bytes!r}.")
-    for flag in ("use_pvb", "use_dr", "zero_init_tail", "remat"):
+    for flag in ("use_pvb", "use_dr", "zero_init_tail", "residual_gate", "remat"):
       if not isinstance(getattr(self, flag), bool):
         raise ValueError(f"config.model.{flag} must be True or False, got {getattr(self, flag)!r}.")
     if self.global_context not in GLOBAL_CONTEXTS:

@@ -6,7 +6,8 @@
 
 An encoder stage is ResBlock → PVB; a decoder stage is ResBlock → PVB → DR. The Table 3 ablations
 (``use_pvb``, ``use_dr`` false, ``global_context="resblock"``) replace the block by a vanilla ResBlock, as
-the paper says. Every field and its default is `ModelConfig` (`models/config.py`).
+the paper says. Every field and its default is `ModelConfig` (`models/config.py`); ``residual_gate`` (the
+demo's, not the paper's) adds a per-image decision whether to apply the residual at all.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from simplenet_jax.models.config import ModelConfig
 from simplenet_jax.models.global_context import global_context_block
 
 SIZE_MULTIPLE = 4  # two stride-2 down-samplings must round-trip through the two ×2 up-samplings
+GATE_EPSILON = 1e-6  # added to the gate's mean energies: a channel that is zero over a flat image has log 1e-6
+
+
+def is_blurred(gate: jax.Array) -> jax.Array:
+  """The gate's decision from its logit: change the image (its whole residual) or leave it exactly as it is.
+
+  Not a sigmoid's share of the residual: a share of 0.1 on an already sharp photo still moves its edges by a
+  level or two, which costs a clean 49 dB photo most of a decibel; the training loss fits the residual, ungated,
+  to blurred pairs only (`train.gated_loss`), so it is meant to be applied whole.
+  """
+  return gate > 0
 
 
 class Stage(nnx.Module):
@@ -86,14 +98,39 @@ class SimpleNet(nnx.Module):
       # blurred input's PSNR instead of first unlearning random noise; gradients still reach every layer
       # after the first step.
       self.tail.kernel[...] = jnp.zeros_like(self.tail.kernel[...])
+    # Not the paper's: whether to change the image at all, decided once from its whole content (`gate_logit`,
+    # `is_blurred`).
+    self.gate = (nnx.Linear(c1 + c2 + c3, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+                 if config.residual_gate else None)
 
   def __call__(self, image: jax.Array, *, compute_dtype: Any = None) -> jax.Array:
     """`compute_dtype` (e.g. bfloat16, with the weights cast to it by the caller) is the dtype of the
     features; the image and the global residual add stay in the image's dtype, so that bf16 rounds the
     predicted residual, not the input and the output (bf16 spacing is 1/256 near 1, an 8-bit level)."""
+    residual, gate = self.residual_and_gate(image, compute_dtype=compute_dtype)
+    if gate is not None:
+      residual = residual * is_blurred(gate).astype(residual.dtype)[:, None, None, :]
+    return image + residual.astype(image.dtype)
+
+  def residual_and_gate(self, image: jax.Array, *, compute_dtype: Any = None) -> tuple[jax.Array, jax.Array | None]:
+    """The residual before the gate, and the gate's logit per image ([N, 1]; None without `residual_gate`)."""
     check_input(image)
     features, skips = self.encode(image if compute_dtype is None else image.astype(compute_dtype))
-    return image + self.decode(self.lgcr(features), skips).astype(image.dtype)
+    residual = self.decode(self.lgcr(features), skips)
+    return residual, None if self.gate is None else self.gate_logit(features, skips)
+
+  def gate_logit_of(self, image: jax.Array, *, compute_dtype: Any = None) -> jax.Array:
+    """The gate's logit alone ([N, 1]): the encoder and the gate, not the decoder."""
+    check_input(image)
+    return self.gate_logit(*self.encode(image if compute_dtype is None else image.astype(compute_dtype)))
+
+  def gate_logit(self, features: jax.Array, skips: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """[N, 1]: a linear function of the log of each encoder channel's mean energy over the image, at all
+    three scales. In logs, a ratio of fine to coarse energies (how sharp) is linear, and a photo's contrast,
+    which scales them all alike, largely cancels."""
+    energies = [jnp.log(jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(1, 2)) + GATE_EPSILON)
+                for x in (*skips, features)]
+    return self.gate(jnp.concatenate(energies, axis=-1).astype(features.dtype))
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """The encoder: the 1/4-scale features that enter the global-context block, and the two skips."""
