@@ -39,6 +39,7 @@ from simplenet_jax.evaluation import reports
 from simplenet_jax.evaluation import scoring
 from simplenet_jax.models import ModelConfig
 from simplenet_jax.models import SimpleNet
+from simplenet_jax.models import simplenet
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -123,10 +124,33 @@ def l1_loss(pred: jax.Array, target: jax.Array, axis: int | tuple[int, ...] | No
   return jnp.mean(diff * jax.lax.stop_gradient(jnp.sign(diff)), axis=axis)
 
 
+GATE_LOSS_WEIGHT = 1.0
+
+
+def gated_loss(blur: jax.Array, sharp: jax.Array, residual: jax.Array, gate: jax.Array,
+               sharp_gate: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The loss of a network with the demo's gate (`ModelConfig.residual_gate`), and its gated prediction.
+
+  The residual is fitted, ungated, to the blurred pairs (L1), and the gate (logits `gate` of the inputs and
+  `sharp_gate` of the targets, [N, 1]) learns which images are blurred (logistic loss, weighted
+  GATE_LOSS_WEIGHT): every input that differs from its target is, and every target is not. Each target is
+  its own input's content unblurred, so the gate cannot tell them apart by content, only by blur. A pair whose
+  target is its input, byte for byte, counts as unblurred and is left out of the L1: with L1 on such pairs,
+  a few hundred steps pulled the whole residual to zero.
+  """
+  blurred = jnp.any(blur != sharp, axis=(1, 2, 3)).astype(jnp.float32)
+  per_pair = l1_loss(blur + residual, sharp, axis=(1, 2, 3))
+  l1 = jnp.sum(per_pair * blurred) / jnp.maximum(jnp.sum(blurred), 1.0)
+  logistic = (jnp.mean(optax.sigmoid_binary_cross_entropy(gate[:, 0], blurred))
+              + jnp.mean(optax.sigmoid_binary_cross_entropy(sharp_gate[:, 0], jnp.zeros_like(blurred)))) / 2
+  decided = simplenet.is_blurred(gate).astype(residual.dtype)[:, None, None, :]
+  return l1 + GATE_LOSS_WEIGHT * logistic, blur + residual * decided
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, learning_rate_fn: optax.Schedule,
                compute_dtype: Any) -> tuple[TrainState, clu_metrics.Collection]:
-  """One Adam step on the L1 loss. A non-finite gradient leaves the parameters and the optimizer's moments
+  """One Adam step on the L1 loss (with the demo's gate, `gated_loss`). A non-finite gradient leaves the parameters and the optimizer's moments
   unchanged (`optax.apply_if_finite`, counted in the metrics), so a checkpoint never holds NaNs."""
 
   blur, sharp = photos.to_float(batch["blur"]), photos.to_float(batch["sharp"])  # uint8 from the pipeline
@@ -135,8 +159,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
     # bf16 compute: bf16 weights and features; the master weights, the image, the global residual add and
     # the loss stay float32 (`SimpleNet.__call__`).
     model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(compute_dtype), params))
-    pred = model(blur, compute_dtype=compute_dtype)
-    return l1_loss(pred, sharp), pred
+    if model.gate is None:
+      pred = model(blur, compute_dtype=compute_dtype)
+      return l1_loss(pred, sharp), pred
+    residual, gate = model.residual_and_gate(blur, compute_dtype=compute_dtype)
+    sharp_gate = model.gate_logit_of(sharp, compute_dtype=compute_dtype)
+    return gated_loss(blur, sharp, residual.astype(blur.dtype), gate.astype(jnp.float32),
+                      sharp_gate.astype(jnp.float32))
 
   (loss, pred), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -529,3 +529,23 @@ def test_l1_loss_has_no_gradient_at_a_tie():
   assert float(loss) == pytest.approx(np.abs(pred - target).mean(), rel=1e-6)
   np.testing.assert_array_equal(np.asarray(grad), np.sign(pred - target).astype(np.float32) / pred.size)
 
+
+def test_gated_loss_fits_the_residual_to_blurred_pairs_and_the_gate_to_blur():
+  """`gated_loss` against its formula in NumPy: the L1 of the ungated prediction over the pairs whose target
+  differs from their input, plus GATE_LOSS_WEIGHT × the mean of two logistic losses (inputs: blurred or not;
+  targets: never); the prediction applies each image's residual whole or not at all."""
+  rng = np.random.default_rng(4)
+  sharp = rng.integers(0, 256, (3, 5, 7, 3)) / 255.0
+  blur = sharp.copy()
+  blur[0] = rng.integers(0, 256, (5, 7, 3)) / 255.0
+  blur[2, 1, 2, 0] = 1.0 - blur[2, 1, 2, 0]  # one pixel differs: blurred all the same; pair 1 is its own target
+  residual = rng.normal(size=blur.shape) * 0.1
+  gate, sharp_gate = np.array([[1.3], [-0.4], [-2.0]]), np.array([[0.7], [-1.1], [0.2]])
+  loss, pred = train.gated_loss(*(jnp.asarray(a, jnp.float32) for a in (blur, sharp, residual, gate, sharp_gate)))
+  labels = np.array([1.0, 0.0, 1.0])
+  l1 = np.abs(blur + residual - sharp).mean(axis=(1, 2, 3))[[0, 2]].mean()
+  softplus = lambda z: np.log1p(np.exp(z))  # -log sigmoid(-z)
+  logistic = (np.mean(softplus(gate[:, 0]) - labels * gate[:, 0]) + np.mean(softplus(sharp_gate[:, 0]))) / 2
+  assert float(loss) == pytest.approx(l1 + train.GATE_LOSS_WEIGHT * logistic, rel=1e-5)
+  expected = blur + residual * (gate[:, 0] > 0)[:, None, None, None]
+  np.testing.assert_allclose(np.asarray(pred), expected, atol=1e-6)
