@@ -36,7 +36,7 @@ from simplenet_jax.data.synthesis.pairs import Augmentations
 # The training pairs' blur: two in five nearly sharp (so that the network learns to leave sharp content
 # alone), the rest up to 30 px (what hand-held photos show), and no JPEG input. The test split keeps
 # BlurSettings(), the recipe its figures were first measured with. The README gives what each change did.
-TRAIN_BLUR = BlurSettings(max_length=30.0, near_sharp_fraction=0.4, jpeg_fraction=0.0)
+TRAIN_BLUR = BlurSettings(max_length=30.0, length_beta=(1.0, 2.5), jpeg_fraction=0.0, target_noise=True)
 DEFAULT_TRAIN_PAIRS = 420
 DEFAULT_TEST_PAIRS = 12
 DEFAULT_SIZE = (256, 256)
