@@ -22,7 +22,7 @@ from simplenet_jax.data.synthesis import linear_light
 class BlurSettings:
   """The blur model's knobs. The defaults give mild to moderate shake (input PSNR mostly 24–36 dB at 256×256,
   mean 28–30 dB): the demo's test split. GoPro's blur is heavier (mean input 25.6 dB at 720p); the demo's
-  training pairs (`dataset.TRAIN_BLUR`) reach 30 px, and two in five are nearly still.
+  training pairs (`dataset.TRAIN_BLUR`) reach 30 px.
 
   The camera's other knobs (noise, JPEG) and the crop's (texture, scale) are here too, so that a data set's
   recipe (meta.json) records the whole blur model as one flat record.

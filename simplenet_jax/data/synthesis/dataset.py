@@ -33,9 +33,11 @@ from simplenet_jax.data.synthesis import sources
 from simplenet_jax.data.synthesis.camera_shake import BlurSettings
 from simplenet_jax.data.synthesis.pairs import Augmentations
 
-# The training pairs' blur: two in five nearly sharp (so that the network learns to leave sharp content
-# alone), the rest up to 30 px (what hand-held photos show), and no JPEG input. The test split keeps
-# BlurSettings(), the recipe its figures were first measured with. The README gives what each change did.
+# The training pairs' blur: camera paths of 1–30 px (what hand-held photos show; median about 8 px), no JPEG
+# input, and targets that keep their input's noise, so that the network removes blur and never noise. None is
+# nearly still: the demo's gate learns what is sharp from the targets themselves (`train.gated_loss`). The test
+# split keeps BlurSettings(), the recipe its figures were first measured with. The README gives what each
+# change did.
 TRAIN_BLUR = BlurSettings(max_length=30.0, length_beta=(1.0, 2.5), jpeg_fraction=0.0, target_noise=True)
 DEFAULT_TRAIN_PAIRS = 420
 DEFAULT_TEST_PAIRS = 12
