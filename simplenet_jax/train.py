@@ -150,8 +150,9 @@ def gated_loss(blur: jax.Array, sharp: jax.Array, residual: jax.Array, gate: jax
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, learning_rate_fn: optax.Schedule,
                compute_dtype: Any) -> tuple[TrainState, clu_metrics.Collection]:
-  """One Adam step on the L1 loss (with the demo's gate, `gated_loss`). A non-finite gradient leaves the parameters and the optimizer's moments
-  unchanged (`optax.apply_if_finite`, counted in the metrics), so a checkpoint never holds NaNs."""
+  """One Adam step on the L1 loss (with the demo's gate, `gated_loss`). A non-finite gradient leaves the
+  parameters and the optimizer's moments unchanged (`optax.apply_if_finite`, counted in the metrics), so a
+  checkpoint never holds NaNs."""
 
   blur, sharp = photos.to_float(batch["blur"]), photos.to_float(batch["sharp"])  # uint8 from the pipeline
 
