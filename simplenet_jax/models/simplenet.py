@@ -114,15 +114,17 @@ class SimpleNet(nnx.Module):
 
   def residual_and_gate(self, image: jax.Array, *, compute_dtype: Any = None) -> tuple[jax.Array, jax.Array | None]:
     """The residual before the gate, and the gate's logit per image ([N, 1]; None without `residual_gate`)."""
-    check_input(image)
-    features, skips = self.encode(image if compute_dtype is None else image.astype(compute_dtype))
+    features, skips = self._encode_image(image, compute_dtype)
     residual = self.decode(self.lgcr(features), skips)
     return residual, None if self.gate is None else self.gate_logit(features, skips)
 
   def gate_logit_of(self, image: jax.Array, *, compute_dtype: Any = None) -> jax.Array:
     """The gate's logit alone ([N, 1]): the encoder and the gate, not the decoder."""
+    return self.gate_logit(*self._encode_image(image, compute_dtype))
+
+  def _encode_image(self, image: jax.Array, compute_dtype: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     check_input(image)
-    return self.gate_logit(*self.encode(image if compute_dtype is None else image.astype(compute_dtype)))
+    return self.encode(image if compute_dtype is None else image.astype(compute_dtype))
 
   def gate_logit(self, features: jax.Array, skips: tuple[jax.Array, jax.Array]) -> jax.Array:
     """[N, 1]: a linear function of the log of each encoder channel's mean energy over the image, at all
