@@ -333,7 +333,21 @@ def has_loop(compiled) -> bool:
   return bool(re.search(r"\bwhile\(", compiled.as_text()))
 
 
-_OOM = re.compile(r"HLO temporaries \(([\d.]+)([KMGT])\)")
+# How XLA:TPU says that a program does not fit: the temporaries' size, or (libtpu 0.0.42's "CompileTimeHbmOom")
+# the whole HBM use.
+_OOM = (re.compile(r"HLO temporaries \(([\d.]+)([KMGT])\)"),
+        re.compile(r"Used ([\d.]+)([KMGT]) of [\d.]+[KMGT] hbm"))
+
+
+def hbm_needed_gib(message: str) -> float | None:
+  """The GiB a chip would need, from XLA:TPU's refusal of a program that does not fit; None if it is not one."""
+  if "RESOURCE_EXHAUSTED" not in message:
+    return None
+  for pattern in _OOM:
+    found = pattern.search(message)
+    if found:
+      return float(found.group(1)) * {"K": 2 ** -20, "M": 2 ** -10, "G": 1, "T": 2 ** 10}[found.group(2)]
+  return None
 
 
 def compile_row(program: str, dtype: str, precision: str, topology: str, smoke: bool) -> dict:
@@ -346,13 +360,12 @@ def compile_row(program: str, dtype: str, precision: str, topology: str, smoke: 
   try:
     compiled = lower_program(program, config, mesh, smoke).compile()
   except jax.errors.JaxRuntimeError as error:
-    found = _OOM.search(str(error))
-    if "RESOURCE_EXHAUSTED" not in str(error) or not found:
+    # The compiler refuses a program that does not fit and says how much it needs.
+    needed = hbm_needed_gib(str(error))
+    if needed is None:
       raise
-    # The compiler refuses a program that does not fit and says how much its temporaries need.
-    scale = {"K": 2 ** -20, "M": 2 ** -10, "G": 1, "T": 2 ** 10}[found.group(2)]
-    row.update(hbm_needed_gib=float(found.group(1)) * scale, fits=False,
-               compile_s=time.perf_counter() - start, est_ms=None, compute_bound_ms=None)
+    row.update(hbm_needed_gib=needed, fits=False, compile_s=time.perf_counter() - start, est_ms=None,
+               compute_bound_ms=None)
     return row
   row["compile_s"] = time.perf_counter() - start
   memory = compiled.memory_analysis()

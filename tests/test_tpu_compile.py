@@ -138,3 +138,15 @@ def test_the_fingerprint_follows_the_code(monkeypatch, tmp_path):
     (tmp_path / name).write_text("x = 2\n")
     assert tpu_compile.code_fingerprint() != before
     before = tpu_compile.code_fingerprint()
+
+
+def test_a_program_that_does_not_fit_is_a_row_in_either_of_xla_tpus_wordings():
+  """libtpu says "HLO temporaries (X)" or, as 0.0.42 did for the paper step in stop 40, "Used X of Y hbm";
+  both are a row that does not fit, anything else is raised."""
+  old = "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. ... HLO temporaries (17.2G) ..."
+  new = ("RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: XLA:TPU compile permanent error. Ran out of memory in "
+         "memory space hbm. Used 15.78G of 15.75G hbm. Exceeded hbm capacity by 32.02M.")
+  assert tpu_compile.hbm_needed_gib(old) == pytest.approx(17.2)
+  assert tpu_compile.hbm_needed_gib(new) == pytest.approx(15.78)
+  assert tpu_compile.hbm_needed_gib("RESOURCE_EXHAUSTED: 512M of host memory") is None
+  assert tpu_compile.hbm_needed_gib("INTERNAL: Used 15.78G of 15.75G hbm") is None
