@@ -162,7 +162,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.
     model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(compute_dtype), params))
     if model.gate is None:
       pred = model(blur, compute_dtype=compute_dtype)
-      return l1_loss(pred, sharp), pred
+      # jnp.abs, whose gradient at a tie is 1: the tie-free l1_loss here made XLA:TPU's paper step need
+      # 15.78 GiB instead of 14.67 (over a v5e chip's 16).
+      return jnp.mean(jnp.abs(pred - sharp)), pred
     residual, gate = model.residual_and_gate(blur, compute_dtype=compute_dtype)
     sharp_gate = model.gate_logit_of(sharp, compute_dtype=compute_dtype)
     return gated_loss(blur, sharp, residual.astype(blur.dtype), gate.astype(jnp.float32),

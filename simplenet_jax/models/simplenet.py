@@ -107,9 +107,11 @@ class SimpleNet(nnx.Module):
     """`compute_dtype` (e.g. bfloat16, with the weights cast to it by the caller) is the dtype of the
     features; the image and the global residual add stay in the image's dtype, so that bf16 rounds the
     predicted residual, not the input and the output (bf16 spacing is 1/256 near 1, an 8-bit level)."""
+    if self.gate is None:
+      features, skips = self._encode_image(image, compute_dtype)
+      return image + self.decode(self.lgcr(features), skips).astype(image.dtype)
     residual, gate = self.residual_and_gate(image, compute_dtype=compute_dtype)
-    if gate is not None:
-      residual = residual * is_blurred(gate).astype(residual.dtype)[:, None, None, :]
+    residual = residual * is_blurred(gate).astype(residual.dtype)[:, None, None, :]
     return image + residual.astype(image.dtype)
 
   def residual_and_gate(self, image: jax.Array, *, compute_dtype: Any = None) -> tuple[jax.Array, jax.Array | None]:
