@@ -170,12 +170,13 @@ def test_band_summary_groups_by_motion_against_a_hand_count(tmp_path):
   assert names == {"a/000000": "nearly sharp", "a/000001": "nearly sharp", "b/000000": "mild"}
   assert bands.pair_bands(str(tmp_path / "nothing")) == {}
 
-  def result(name, input_psnr, psnr, shift):
-    return scoring.ImageResult(name, input_psnr, {}, psnr, {}, 0.0, shift, 0.5)
-  results = [result("a/000000", 40.0, 40.5, 1.0), result("a/000001", 30.0, 29.0, 3.0),
-             result("b/000000", 25.0, 27.0, 2.0), result("z/000000", 1.0, 2.0, 0.0)]
+  def result(name, input_psnr, psnr, shift, unchanged=False):
+    return scoring.ImageResult(name, input_psnr, {}, psnr, {}, 0.0, shift, 0.5, unchanged=unchanged)
+  results = [result("a/000000", 40.0, 40.5, 1.0), result("a/000001", 30.0, 30.0, 3.0, unchanged=True),
+             result("b/000000", 25.0, 27.0, 2.0), result("z/000000", 1.0, 1.0, 0.0, unchanged=True)]
   summary = bands.band_summary(results, names)
   assert list(summary) == ["nearly sharp", "mild"]
-  assert summary["nearly sharp"] == {"images": 2, "input_psnr": 35.0, "psnr": 34.75, "gain": -0.25,
-                                     "worst_gain": -1.0, "colour_shift": 2.0, "input_colour_shift": 0.5}
-  assert summary["mild"]["gain"] == 2.0 and summary["mild"]["images"] == 1
+  assert summary["nearly sharp"] == {"images": 2, "input_psnr": 35.0, "psnr": 35.25, "gain": 0.25,
+                                     "worst_gain": 0.0, "colour_shift": 2.0, "input_colour_shift": 0.5,
+                                     "unchanged": 1}
+  assert summary["mild"]["gain"] == 2.0 and summary["mild"]["images"] == 1 and summary["mild"]["unchanged"] == 0

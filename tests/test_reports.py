@@ -11,6 +11,7 @@ import pytest
 from etils import epath
 from PIL import Image
 
+from simplenet_jax.evaluation import bands
 from simplenet_jax.evaluation import reports
 from simplenet_jax.evaluation import scoring
 
@@ -99,8 +100,8 @@ def _results(aligned, n=5):
       input_ssim={"matlab": rng.uniform(), "python": rng.uniform()}, psnr=rng.uniform(20, 35),
       ssim={"matlab": rng.uniform(), "python": rng.uniform()}, seconds=rng.uniform(0, 2),
       colour_shift=rng.uniform(0, 5), input_colour_shift=rng.uniform(0, 5),
-      aligned={k: rng.uniform() for k in ("psnr", "ssim", "input_psnr", "input_ssim")} if aligned else None)
-      for i in range(n)]
+      aligned={k: rng.uniform() for k in ("psnr", "ssim", "input_psnr", "input_ssim")} if aligned else None,
+      unchanged=i % 3 == 1) for i in range(n)]
 
 
 @pytest.mark.parametrize("aligned", [False, True])
@@ -113,7 +114,7 @@ def test_write_results_csv_and_json_read_back_as_the_inputs(tmp_path, aligned):
   aligned_keys = ["psnr", "ssim", "input_psnr", "input_ssim"] if aligned else []
   assert list(rows[0]) == (["scene", "name", "input_psnr", "input_ssim_matlab", "input_ssim_python", "psnr",
                             "ssim_matlab", "ssim_python"] + [f"{k}_aligned" for k in aligned_keys] +
-                           ["input_colour_shift", "colour_shift", "seconds"])
+                           ["input_colour_shift", "colour_shift", "unchanged", "seconds"])
   assert len(rows) == len(results)
   for row, r in zip(rows, results):
     assert (f"{row['scene']}/{row['name']}" if row["scene"] else row["name"]) == r.name
@@ -125,6 +126,7 @@ def test_write_results_csv_and_json_read_back_as_the_inputs(tmp_path, aligned):
     for column, value, resolution in checks:
       assert abs(float(row[column]) - value) <= resolution / 2 * (1 + 1e-9), column
   assert rows[0]["scene"] == "" and rows[0]["name"] == "loose"
+  assert [row["unchanged"] for row in rows] == [str(int(r.unchanged)) for r in results] == ["0", "1", "0", "0", "1"]
 
   saved = json.loads((tmp_path / "new" / "eval" / "summary.json").read_text())
   assert saved == summary
@@ -134,6 +136,7 @@ def test_write_results_csv_and_json_read_back_as_the_inputs(tmp_path, aligned):
   assert saved["psnr"] == pytest.approx(statistics.fmean(r.psnr for r in results), rel=1e-12)
   assert saved["input_ssim_python"] == pytest.approx(statistics.fmean(r.input_ssim["python"] for r in results))
   assert saved["worst_psnr_gain"] == pytest.approx(min(r.psnr - r.input_psnr for r in results), rel=1e-12)
+  assert saved["unchanged"] == 2
   assert saved["worst_colour_shift_excess"] == pytest.approx(
       max(r.colour_shift - r.input_colour_shift for r in results), rel=1e-12)
   assert ("ssim_aligned" in saved) == aligned
@@ -145,6 +148,23 @@ def test_write_results_of_no_images_is_a_header_and_an_empty_summary(tmp_path):
   summary = reports.write_results([], epath.Path(tmp_path), {"split": "test"})
   with open(tmp_path / "results.csv", newline="") as f:
     assert list(csv.reader(f)) == [["scene", "name", "input_psnr", "psnr", "input_colour_shift", "colour_shift",
-                                    "seconds"]]
+                                    "unchanged", "seconds"]]
   assert json.loads((tmp_path / "summary.json").read_text()) == summary == {
       "seconds": 0, "images": 0, "conventions": [], "split": "test"}
+
+
+def test_summary_text_counts_unchanged_images_only_when_there_are_any(tmp_path):
+  """A gated model's printout says how many images it left exactly as they were, overall and per band; a model
+  that changes every image (the paper's) prints no such line."""
+  results = _results(aligned=False, n=6)  # unchanged: images 1 and 4
+  names = {r.name: ("nearly sharp" if i < 3 else "mild") for i, r in enumerate(results)}
+  extra = {"checkpoint_step": 7, "config": "demo", "headline": "unaligned", "out": "o",
+           "bands": bands.band_summary(results, names)}
+  text = reports.summary_text(reports.write_results(results, epath.Path(tmp_path / "a"), extra))
+  assert "unchanged (the output is the input, byte for byte): 2 of 6 images" in text
+  assert text.count(", 1 unchanged") == 2  # one in each band
+  for r in results:
+    r.unchanged = False
+  extra["bands"] = bands.band_summary(results, names)
+  text = reports.summary_text(reports.write_results(results, epath.Path(tmp_path / "b"), extra))
+  assert "unchanged" not in text

@@ -61,7 +61,7 @@ def test_score_gives_one_result_per_image_in_order():
   assert [r.name for r in results] == names
   for r, b, o, s in zip(results, blur, output, sharp):
     assert isinstance(r.psnr, float) and isinstance(r.ssim["python"], float)
-    assert r.seconds == 0.25 and r.aligned is None
+    assert r.seconds == 0.25 and r.aligned is None and not r.unchanged
     assert r.psnr == pytest.approx(_psnr(o, s), abs=1e-5) and r.input_psnr == pytest.approx(_psnr(b, s), abs=1e-5)
     assert r.colour_shift == pytest.approx(_colour_shift(o, s), abs=1e-4)
     assert r.input_colour_shift == pytest.approx(_colour_shift(b, s), abs=1e-4)
@@ -114,13 +114,27 @@ def test_mean_metrics_are_the_means_of_each_field(aligned):
   assert scoring.mean_metrics([]) == {}
 
 
+def test_an_output_equal_to_its_input_counts_as_unchanged_and_one_level_off_does_not():
+  """What the demo's gate does to an image it calls sharp: its output is its input, byte for byte."""
+  blur, output, sharp = _batch()
+  output[0] = blur[0]
+  output[1] = blur[1]
+  output[1, 3, 4, 2] = blur[1, 3, 4, 2] ^ 1  # one level in one channel of one pixel
+  results = scoring.score(["a/1", "a/2", "a/3"], blur, output, sharp, seconds=0.0)
+  assert [r.unchanged for r in results] == [True, False, False]
+  assert results[0].psnr == pytest.approx(results[0].input_psnr, abs=1e-6)
+  assert scoring.worst_cases(results)["unchanged"] == 1
+
+
 def test_worst_cases_are_the_lowest_gain_and_the_largest_excess_shift():
   rng = np.random.default_rng(3)
   results = [_result(rng, f"s/{i}", False) for i in range(9)]
+  for r in results[2:5]:
+    r.unchanged = True
   gains = sorted((r.psnr - r.input_psnr, r.name) for r in results)
   excesses = sorted((r.colour_shift - r.input_colour_shift, r.name) for r in results)
   worst = scoring.worst_cases(results)
   assert worst == {"worst_psnr_gain": pytest.approx(gains[0][0], abs=1e-12),
-                   "worst_colour_shift_excess": pytest.approx(excesses[-1][0], abs=1e-12)}
+                   "worst_colour_shift_excess": pytest.approx(excesses[-1][0], abs=1e-12), "unchanged": 3}
   assert gains[0][0] < 0 < gains[-1][0] and excesses[0][0] < 0 < excesses[-1][0]  # both signs offered
   assert scoring.worst_cases([]) == {}

@@ -37,7 +37,7 @@ def pair_bands(root: str | None) -> dict[str, str]:
 
 def band_summary(results, bands: dict[str, str]) -> dict[str, dict[str, float]]:
   """Per band with images, in BANDS order: images, the means of input_psnr, psnr, gain (dB), colour_shift and
-  input_colour_shift (levels), and the lowest gain."""
+  input_colour_shift (levels), the lowest gain, and how many came back unchanged."""
   summary = {}
   for name, _ in BANDS:
     members = [r for r in results if bands.get(r.name) == name]
@@ -49,5 +49,6 @@ def band_summary(results, bands: dict[str, str]) -> dict[str, dict[str, float]]:
                      "psnr": float(np.mean([r.psnr for r in members])),
                      "gain": float(np.mean(gains)), "worst_gain": float(min(gains)),
                      "colour_shift": float(np.mean([r.colour_shift for r in members])),
-                     "input_colour_shift": float(np.mean([r.input_colour_shift for r in members]))}
+                     "input_colour_shift": float(np.mean([r.input_colour_shift for r in members])),
+                     "unchanged": sum(r.unchanged for r in members)}
   return summary

@@ -75,13 +75,13 @@ def write_results(results: list[scoring.ImageResult], out: epath.Path, extra: di
   writer = csv.writer(table)
   writer.writerow(["scene", "name", "input_psnr"] + [f"input_ssim_{c}" for c in conventions] + ["psnr"] +
                   [f"ssim_{c}" for c in conventions] + [f"{k}_{scoring.ALIGNED}" for k in aligned] +
-                  ["input_colour_shift", "colour_shift", "seconds"])
+                  ["input_colour_shift", "colour_shift", "unchanged", "seconds"])
   for r in results:
     scene, name = r.name.split("/", 1) if "/" in r.name else ("", r.name)
     writer.writerow([scene, name, f"{r.input_psnr:.6f}"] + [f"{r.input_ssim[c]:.8f}" for c in conventions] +
                     [f"{r.psnr:.6f}"] + [f"{r.ssim[c]:.8f}" for c in conventions] +
                     [f"{r.aligned[k]:.8f}" for k in aligned] +
-                    [f"{r.input_colour_shift:.4f}", f"{r.colour_shift:.4f}", f"{r.seconds:.4f}"])
+                    [f"{r.input_colour_shift:.4f}", f"{r.colour_shift:.4f}", int(r.unchanged), f"{r.seconds:.4f}"])
   with paths.atomic_write(out / "results.csv", "w") as f:
     f.write(table.getvalue())
   summary = {**scoring.mean_metrics(results), **scoring.worst_cases(results),
@@ -109,10 +109,14 @@ def summary_text(summary: dict, *, saved_images: bool = False) -> str:
   lines.append(f"  colour shift (largest channel-mean offset) {summary['colour_shift']:.2f} levels (blurred input "
                f"{summary['input_colour_shift']:.2f}); worst image: PSNR {summary['worst_psnr_gain']:+.2f} dB, "
                f"colour shift {summary['worst_colour_shift_excess']:+.2f} levels beyond its input's")
+  if summary.get("unchanged"):
+    lines.append(f"  unchanged (the output is the input, byte for byte): {summary['unchanged']} of "
+                 f"{summary['images']} images")
   for band, stats in summary.get("bands", {}).items():
     lines.append(f"  {band} ({stats['images']} images, input {stats['input_psnr']:.2f} dB): PSNR gain "
                  f"{stats['gain']:+.2f} dB (worst {stats['worst_gain']:+.2f}), colour shift "
-                 f"{stats['colour_shift']:.2f} levels (input {stats['input_colour_shift']:.2f})")
+                 f"{stats['colour_shift']:.2f} levels (input {stats['input_colour_shift']:.2f})"
+                 + (f", {stats['unchanged']} unchanged" if summary.get("unchanged") else ""))
   saved = ", images/, worst/, best/" if saved_images else ""
   lines.append(f"  files: {summary['out']}/results.csv, summary.json{saved}")
   return "\n".join(lines)

@@ -32,6 +32,8 @@ class ImageResult:
   input_colour_shift: float
   # RealBlur's protocol (ECC-aligned, valid region), when asked for: psnr, ssim, input_psnr, input_ssim
   aligned: dict[str, float] | None = None
+  # The output is the input, byte for byte: the demo's gate (`ModelConfig.residual_gate`) called it sharp.
+  unchanged: bool = False
 
 
 @functools.partial(jax.jit, static_argnames="conventions")
@@ -67,7 +69,9 @@ def score(names: list[str], blur: np.ndarray, output: np.ndarray, sharp: np.ndar
                       input_ssim={c: float(scores[f"input_ssim_{c}"][i]) for c in conventions},
                       psnr=float(scores["psnr"][i]), ssim={c: float(scores[f"ssim_{c}"][i]) for c in conventions},
                       seconds=seconds, colour_shift=float(scores["colour_shift"][i]),
-                      input_colour_shift=float(scores["input_colour_shift"][i]), aligned=aligned_scores(blur[i], output[i], sharp[i]) if aligned else None)
+                      input_colour_shift=float(scores["input_colour_shift"][i]),
+                      aligned=aligned_scores(blur[i], output[i], sharp[i]) if aligned else None,
+                      unchanged=bool(np.array_equal(output[i], blur[i])))
           for i, name in enumerate(names)]
 
 
@@ -90,8 +94,9 @@ def mean_metrics(results: list[ImageResult]) -> dict[str, float]:
 
 def worst_cases(results: list[ImageResult]) -> dict[str, float]:
   """The images furthest from helping: the lowest PSNR gain over the input, and the largest colour shift
-  beyond the input's (in levels)."""
+  beyond the input's (in levels); and how many images came back unchanged."""
   if not results:
     return {}
   return {"worst_psnr_gain": float(min(r.psnr - r.input_psnr for r in results)),
-          "worst_colour_shift_excess": float(max(r.colour_shift - r.input_colour_shift for r in results))}
+          "worst_colour_shift_excess": float(max(r.colour_shift - r.input_colour_shift for r in results)),
+          "unchanged": sum(r.unchanged for r in results)}
