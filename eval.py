@@ -44,6 +44,9 @@ def main(argv=None) -> int:
   parser.add_argument("--batch-size", type=int, default=1, help="images of one size deblurred per network call "
                       "(the same results; raise it on an accelerator with memory to spare); default 1")
   parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
+  parser.add_argument("--no-gate", dest="gate", action="store_false",
+                      help="apply the residual to every image, whatever the demo's gate decides (what its network "
+                      "does without the gate; results in OUT-no-gate by default); no effect on the paper's network")
   parser.add_argument("--tile", type=int, default=0, help="tile size in pixels (0: whole images)")
   parser.add_argument("--overlap", type=int, default=tiling.DEFAULT_OVERLAP,
                       help="overlap of neighbouring tiles (blended)")
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
                                         batch_size=args.batch_size, ensemble=args.ensemble,
                                         tile=args.tile, overlap=args.overlap,
                                         aligned={"auto": None, "on": True, "off": False}[args.align],
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, gate=args.gate)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

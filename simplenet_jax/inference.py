@@ -3,7 +3,7 @@
 One path serves `eval.py`, training's periodic evaluation, `simplenet-deblur` and the benchmarks:
 
 * `load_model(workdir)`: the config, a jitted ``network`` (``[N, H, W, 3]`` floats in [0, 1], H and W
-  multiples of 4) and the checkpoint's step.
+  multiples of 4) and the checkpoint's step; `gate=False` applies a gated network's residual to every image.
 * `make_deblur_fn(network, ensemble=…, tile=…)`: the function that deblurs ``[N, H, W, 3]`` of any size.
   It reflect-pads to the network's multiple of 4 and crops back (`pad_to_multiple`), and optionally averages
   the ×8 flips/rotations (`self_ensemble`) and/or runs overlapping tiles with blended seams (`tiled`).
@@ -38,14 +38,18 @@ from simplenet_jax.ops.deform_conv import DEFAULT_TILE_BYTES
 ApplyFn = Callable[[jax.Array], jax.Array]  # [N, H, W, 3] float in [0, 1] → the same shape
 
 
-def load_model(workdir: str | os.PathLike, checkpoint: str = "latest"
+def load_model(workdir: str | os.PathLike, checkpoint: str = "latest", *, gate: bool = True
                ) -> tuple[ml_collections.ConfigDict, ApplyFn, int]:
   """(the config it was trained with, the jitted network, the checkpoint's step) from a workdir.
 
   `checkpoint` is "latest", "best" (by evaluation PSNR) or a step number. Only the parameters are read.
+  `gate=False` adds the residual to every image, whatever a gated network's gate (`ModelConfig.residual_gate`)
+  decides: what the network does without it (`eval.py --no-gate`). A network without a gate is the same
+  either way.
   """
   config, graphdef, params, step = load_parameters(workdir, checkpoint)
-  forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image))
+  forward = jax.jit(lambda params, image: nnx.merge(graphdef, params)(image) if gate
+                    else image + nnx.merge(graphdef, params).residual_and_gate(image)[0].astype(image.dtype))
   return config, functools.partial(forward, params), step
 
 

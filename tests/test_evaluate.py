@@ -422,3 +422,37 @@ def test_a_synthesized_sets_bands_are_in_the_summary_and_the_printout(workdir, d
   text = reports.summary_text(summary)
   assert f"nearly sharp (1 images, input {float(rows[names[0]]['input_psnr']):.2f} dB): PSNR gain " in text
   assert loop.evaluate_workdir(workdir, data_root=str(data_root))["bands"] == {}  # no meta.json: no bands
+
+
+def test_no_gate_adds_the_residual_to_the_images_the_gate_left_alone(workdir, data_root, monkeypatch):
+  """A gated network whose gate is shut on every image (its gate as initialised, all zeros) gives back each
+  input byte for byte; `gate=False` (`eval.py --no-gate`) adds its residual to each, as `residual_and_gate`
+  computes it, and writes beside the gated results instead of over them."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.models import SimpleNet  # pylint: disable=g-import-not-at-top
+  read = inference.load_parameters
+  models = []
+
+  def gated_parameters(*args, **kwargs):  # the smoke workdir's config, with an untrained gated network
+    config, _, _, step = read(*args, **kwargs)
+    config.model.residual_gate, config.model.zero_init_tail = True, False
+    models.append(SimpleNet.from_config(inference.any_size_fields(config.model), rngs=nnx.Rngs(5)))
+    return (config, *nnx.split(models[-1]), step)
+
+  monkeypatch.setattr(inference, "load_parameters", gated_parameters)
+  gated = loop.evaluate_workdir(workdir, save_images=True)
+  assert gated["unchanged"] == gated["images"] == 2 and gated["psnr"] == pytest.approx(gated["input_psnr"])
+  ungated = loop.evaluate_workdir(workdir, save_images=True, gate=False)
+  assert ungated["out"] == gated["out"] + "-no-gate" and not ungated["gate"] and gated["gate"]
+  assert ungated["unchanged"] == 0 and abs(ungated["psnr"] - ungated["input_psnr"]) > 0.01
+  for blur_file in sorted(data_root.glob("test/*/blur/*.png")):
+    blur = np.asarray(Image.open(blur_file), np.float32) / 255
+    padded, (height, width) = inference.pad_to_multiple(jnp.asarray(blur)[None])
+    residual, logit = models[-1].residual_and_gate(padded)
+    assert float(logit[0, 0]) == 0.0  # the gate as initialised: shut (`is_blurred` needs a positive logit)
+    expected = np.clip(np.round(np.asarray(padded + residual)[0, :height, :width] * 255), 0, 255)
+    name = f"{blur_file.parent.parent.name}/{blur_file.stem}.png"
+    got = np.asarray(Image.open(pathlib.Path(ungated["out"]) / "images" / name), np.float32)
+    assert np.abs(got - expected).max() <= 1 and np.abs(got - blur * 255).max() > 1  # rounding at a half level
+    np.testing.assert_array_equal(np.asarray(Image.open(pathlib.Path(gated["out"]) / "images" / name)),
+                                  np.asarray(Image.open(blur_file)))

@@ -65,7 +65,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
                      out: str | os.PathLike | None = None, conventions=metrics.CONVENTIONS,
                      checkpoint: str = "latest", save_images: bool = False, worst_best: int = 3,
                      batch_size: int = 1, ensemble: bool = False, tile: int = 0, overlap: int = tiling.DEFAULT_OVERLAP,
-                     aligned: bool | None = None, overwrite: bool = False) -> dict:
+                     aligned: bool | None = None, overwrite: bool = False, gate: bool = True) -> dict:
   """Evaluates a workdir's checkpoint on its config's test split (or on `data_root`), writes the files.
 
   `save_images` writes each output to OUT/images/<scene>/<frame>.png and blur | output | sharp pictures of
@@ -73,9 +73,11 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   OUT/best/. `batch_size` images of one size run through the network at a time. `ensemble` averages the ×8
   flips/rotations; `tile` > 0 runs overlapping tiles (see `inference`). `aligned` adds RealBlur's ECC-aligned
   scores (None: for the data sets of `ALIGNED_BY_DEFAULT`); the summary's "headline" names the protocol.
+  `gate=False` applies a gated network's residual to every image (`inference.load_model`).
 
   The default `out` is WORKDIR/eval/step_N for the config's own test split and WORKDIR/eval/step_N-<name of
-  data_root> for other data, so that scoring other data never replaces the model's own results. A given
+  data_root> for other data, so that scoring other data never replaces the model's own results ("-no-gate"
+  added without the gate). A given
   `out` that holds an earlier evaluation is refused unless `overwrite`; what an evaluation writes there
   (scores, images) is cleared before it is written again, so no stale image stands beside new scores.
   """
@@ -83,7 +85,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
     raise ValueError(f"the batch size must be at least 1 and the worst/best count at least 0, got {batch_size} "
                      f"and {worst_best}.")
   tiling.check_tiling(tile, overlap)
-  config, network, step = inference.load_model(workdir, checkpoint)
+  config, network, step = inference.load_model(workdir, checkpoint, gate=gate)
   deblur_fn = inference.make_deblur_fn(network, ensemble=ensemble, tile=tile, overlap=overlap)
   data = config.data
   if data_root is not None:  # a folder of pairs: built (once, beside it) and read like any data set
@@ -102,6 +104,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
                        "--out.")
   else:
     name = f"step_{step}" if data_root is None else f"step_{step}-{pathlib.Path(_test_root(data_root)).name}"
+    name += "" if gate else "-no-gate"
     out = paths.user_path(workdir) / "eval" / name
   split = catalogue.open_split(data, data.eval_split, build_if_needed=data_root is not None)
   paths.check_writable(out, "output folder", "--out")  # before the work, not after it
@@ -129,7 +132,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
     return reports.write_results(results, out, {
         "checkpoint_step": step, "config": config.get("name", ""), "dataset": data.dataset,
         "headline": scoring.ALIGNED if aligned else "unaligned", "ensemble": ensemble, "tile": tile,
-        "batch_size": batch_size, "data": split.description, "device": jax.devices()[0].device_kind,
+        "batch_size": batch_size, "gate": gate, "data": split.description, "device": jax.devices()[0].device_kind,
         "out": str(out), "bands": bands.band_summary(results, bands.pair_bands(data.root))})
 
 
