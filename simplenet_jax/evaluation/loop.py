@@ -76,10 +76,10 @@ def evaluate_workdir(workdir: str | os.PathLike, *, data_root: str | None = None
   `gate=False` applies a gated network's residual to every image (`inference.load_model`).
 
   The default `out` is WORKDIR/eval/step_N for the config's own test split and WORKDIR/eval/step_N-<name of
-  data_root> for other data, so that scoring other data never replaces the model's own results ("-no-gate"
-  added without the gate). A given
-  `out` that holds an earlier evaluation is refused unless `overwrite`; what an evaluation writes there
-  (scores, images) is cleared before it is written again, so no stale image stands beside new scores.
+  data_root> for other data, so that scoring other data never replaces the model's own results (each with
+  the suffix "-no-gate" without the gate). A given `out` that holds an earlier evaluation is refused unless
+  `overwrite`; what an evaluation writes there (scores, images) is cleared before it is written again, so no
+  stale image stands beside new scores.
   """
   if batch_size < 1 or worst_best < 0:
     raise ValueError(f"the batch size must be at least 1 and the worst/best count at least 0, got {batch_size} "
