@@ -202,3 +202,83 @@ def test_video_benchmark_smoke_times_the_network_and_the_codec(tmp_path, capsys)
   assert row["frames_per_s"] > 0 and 0 < row["codec_share"] < 1
   assert abs(row["minutes_per_video_second"] - 30 / row["frames_per_s"] / 60) < 1e-9
   assert "frames/s" in stdout and "codec share" in stdout
+
+
+def _demo_limits():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import demo_limits  # pylint: disable=g-import-not-at-top
+  return demo_limits
+
+
+def test_demo_limits_oracle_keeps_the_nearly_sharp_band_and_opens_where_the_residual_helps():
+  demo_limits = _demo_limits()
+  gated = {("a", "000000"): 0.0, ("a", "000001"): 0.5, ("b", "000000"): 0.0, ("b", "000001"): 0.0}
+  ungated = {("a", "000000"): -3.0, ("a", "000001"): 0.6, ("b", "000000"): 2.0, ("b", "000001"): -0.2}
+  row = demo_limits.oracle_gain(gated, ungated, left_alone={("a", "000000"), ("b", "000000")})
+  # by hand: gated (0 + 0.5 + 0 + 0) / 4; ungated (-3 + 0.6 + 2 - 0.2) / 4; perfect gate (0 + 0.6 + 0 + 0) / 4
+  assert row == pytest.approx({"images": 4, "gated_db": 0.125, "ungated_db": -0.15, "oracle_db": 0.15})
+  with pytest.raises(ValueError, match="different images"):
+    demo_limits.oracle_gain(gated, {("a", "000000"): 1.0}, left_alone=set())
+
+
+def test_demo_limits_oracle_rows_read_the_latest_gated_and_ungated_evaluations(tmp_path):
+  demo_limits = _demo_limits()
+
+  def write(folder, gains):
+    (tmp_path / "eval" / folder).mkdir(parents=True)
+    lines = ["scene,name,input_psnr,psnr"] + [f"{scene},{name},30.0,{30.0 + gain}" for (scene, name), gain in gains.items()]
+    (tmp_path / "eval" / folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+  write("step_9", {("x", "000000"): 9.0})  # an older step, with no ungated twin: not read
+  write("step_10", {("x", "000000"): 0.0})
+  write("step_10-no-gate", {("x", "000000"): 1.0})
+  write("step_10-independent", {("x", "000000"): 0.0, ("x", "000001"): 0.0})
+  write("step_10-independent-no-gate", {("x", "000000"): 4.0, ("x", "000001"): 1.0})
+  write("step_2-independent-no-gate", {("x", "000000"): 0.0, ("x", "000001"): 8.0})
+  rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path)}
+  assert rows["demo split"]["oracle_db"] == pytest.approx(1.0)  # the demo split has no nearly sharp band
+  assert rows["independent"]["oracle_db"] == pytest.approx(0.5)  # frame 0 (nearly sharp) left alone
+  assert rows["independent"]["ungated_db"] == pytest.approx(2.5)
+
+
+def test_demo_limits_open_shares_at_the_threshold_above_every_nearly_sharp_image():
+  demo_limits = _demo_limits()
+  bands = np.asarray(["target", "target", "0-1", "2-4", "2-4", "2-4", "2-4", "20-30", "2-4", "target"])
+  scores = np.asarray([0.0, 1.0, 2.0, 2.0, 3.0, 5.0, 1.0, 9.0, 99.0, 50.0])
+  held_out = np.asarray([True] * 8 + [False] * 2)  # the last two were fitted on: never counted
+  shares = demo_limits.open_shares(scores, bands, held_out, None)
+  assert shares["threshold"] == 2.0 and shares["0-1"] == 0.0 and shares["target"] == 0.0
+  assert shares["2-4"] == 0.5 and shares["20-30"] == 1.0  # a score equal to the threshold stays shut
+  assert demo_limits.open_shares(scores, bands, held_out, 0.0)["target"] == 0.5
+
+
+def test_demo_limits_linear_filter_undoes_a_known_filter():
+  """Sharp = blurred plus a known, lopsided 5×5 filter of it (scipy's correlate, mirrored edges); the fitted
+  21×21 filter must find it on other images, so the gain is that of an almost exact inverse."""
+  import scipy.ndimage as ndi  # pylint: disable=g-import-not-at-top
+  demo_limits = _demo_limits()
+  rng = np.random.default_rng(3)
+  kernel = rng.normal(0, 0.15, (5, 5))
+  kernel[0, 4] = 0.5  # far from symmetric: a transposed or flipped filter would not fit
+
+  def pair(seed):
+    image = ndi.gaussian_filter(np.random.default_rng(seed).uniform(0, 255, (37, 41, 3)), (2, 2, 0))
+    blur = np.round(image).astype(np.uint8)
+    sharp = blur / 255 + np.stack([ndi.correlate(blur[..., c] / 255, kernel, mode="mirror") for c in range(3)], -1)
+    return {"image": blur, "sharp": np.clip(np.round(sharp * 255), 0, 255).astype(np.uint8)}
+
+  gain = demo_limits.linear_filter_gain([pair(s) for s in range(4)], [pair(10), pair(11)])
+  assert gain > 25.0, gain
+
+
+@pytest.mark.slow
+def test_demo_limits_benchmark_smoke(tmp_path, capsys, trained_workdir):
+  out = tmp_path / "limits.json"
+  stdout = _run_benchmark(capsys, "demo_limits.py", "--workdir", str(trained_workdir), "--groups", "2",
+                          "--size", "48", "--json", str(out))
+  payload = json.loads(out.read_text())
+  assert payload["benchmark"] == "demo_limits" and payload["oracle"] == []  # no --no-gate evaluation there
+  (gate,) = payload["gate"]  # the smoke workdir's network has no gate: the statistics' row only
+  assert gate["0-1"] == gate["target"] == 0.0 and set(gate) >= {"1-2", "2-4", "4-12", "20-30", "threshold"}
+  assert [row["band"] for row in payload["linear"]] == ["2-4", "4-12", "20-30"]
+  assert "no ungated evaluation" in stdout and "perfect gate" not in stdout
