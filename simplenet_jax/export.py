@@ -21,7 +21,8 @@ reflect-pads to the multiple of 4 and crops back itself), output ``"sharp"``, th
 convolution is one ONNX ``DeformConv``; onnxruntime unfolds a layer's whole input at once, so memory grows
 with the image (`README.md`, "Exporting the model", tiles large photos). Before writing, the export runs the
 model in onnxruntime on a random image of `ONNX_CHECK_SIZE` (odd on both sides, so the padding is checked
-too) and refuses to write it if it differs from the network by more than `ONNX_TOLERANCE`.
+too), a gated network also with its gate held open, and refuses to write it if it differs from the network by
+more than `ONNX_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,33 @@ def onnx_deviation(artifact: bytes, network: inference.ApplyFn,
   return float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
 
 
+def gate_opened(graphdef: nnx.GraphDef, params: nnx.State) -> nnx.State | None:
+  """The parameters with the demo's gate (`ModelConfig.residual_gate`) open on every image (its weights 0, its
+  bias 1), or None for a network without one; `params` stay as they are."""
+  model = nnx.merge(graphdef, jax.tree.map(lambda value: value, params))  # merge alone shares params' variables
+  if model.gate is None:
+    return None
+  model.gate.kernel[...] = jnp.zeros_like(model.gate.kernel[...])
+  model.gate.bias[...] = jnp.ones_like(model.gate.bias[...])
+  return nnx.split(model)[1]
+
+
+def onnx_graph_gate_opened(artifact: bytes) -> bytes:
+  """The serialized ONNX model with its gate's constants set as `gate_opened` sets the parameters."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  from onnx import numpy_helper  # pylint: disable=g-import-not-at-top
+  from simplenet_jax import onnx_graph  # pylint: disable=g-import-not-at-top
+  model = onnx.load_from_string(artifact)
+  values = {onnx_graph.GATE_KERNEL: np.zeros, onnx_graph.GATE_BIAS: np.ones}
+  for tensor in model.graph.initializer:
+    if tensor.name in values:
+      tensor.CopyFrom(numpy_helper.from_array(values.pop(tensor.name)(numpy_helper.to_array(tensor).shape,
+                                                                        np.float32), tensor.name))
+  if values:
+    raise ValueError(f"the ONNX graph has no {sorted(values)}: its gate was not converted.")
+  return model.SerializeToString()
+
+
 def export_onnx(graphdef: nnx.GraphDef, params: nnx.State,
                 say: Callable[[str], None] = lambda _: None) -> tuple[bytes, float]:
   """(`convert_onnx`'s model, its `onnx_deviation` from the network `nnx.merge(graphdef, params)`);
@@ -97,6 +125,12 @@ def export_onnx(graphdef: nnx.GraphDef, params: nnx.State,
   height, width = ONNX_CHECK_SIZE
   say(f"export: checking the ONNX model in onnxruntime on a {height}x{width} image")
   deviation = onnx_deviation(artifact, inference.at_any_size(jax.jit(_network(graphdef, params))))
+  open_params = gate_opened(graphdef, params)
+  if open_params is not None:
+    # A gate shut on the check's image gives the image back on both sides, whatever the other weights became:
+    # the same graph with its gate's two constants held open checks every one of them.
+    deviation = max(deviation, onnx_deviation(onnx_graph_gate_opened(artifact),
+                                              inference.at_any_size(jax.jit(_network(graphdef, open_params)))))
   if not deviation <= ONNX_TOLERANCE:
     raise ValueError(f"the ONNX model differs from the network by {deviation:.2g} (more than "
                      f"{ONNX_TOLERANCE:g}) on a {height}x{width} image in onnxruntime, so it was not written; "

@@ -36,6 +36,7 @@ from simplenet_jax.models.simplenet import SIZE_MULTIPLE
 # DeformConv entered ONNX in opset 19; everything else used here is older (ReduceMean's axes input: 18,
 # Shape's start: 15, Softmax over one axis: 13).
 OPSET = 19
+GATE_KERNEL, GATE_BIAS = "gate.kernel", "gate.bias"  # the gate's constants (export's check holds it open by them)
 INPUT, OUTPUT = "blurred", "sharp"
 
 
@@ -316,7 +317,7 @@ def network(g: Graph, model: simplenet.SimpleNet, image: str) -> str:
                                  g.const(f"gate.{k}.epsilon", simplenet.GATE_EPSILON), name=f"gate.{k}.add"),
                      name=f"gate.{k}.log") for k, f in enumerate((skip1, skip2, features))]
     logit = g.op("Gemm", g.op("Concat", *energies, name="gate.energies", axis=1),
-                 g.const("gate.kernel", _param(model.gate.kernel)), g.const("gate.bias", _param(model.gate.bias)),
+                 g.const(GATE_KERNEL, _param(model.gate.kernel)), g.const(GATE_BIAS, _param(model.gate.bias)),
                  name="gate.linear")
     blurred = g.op("Greater", logit, g.const("gate.threshold", np.zeros(1)), name="gate.blurred")
     gate = g.op("Unsqueeze", g.op("Cast", blurred, name="gate.cast", to=TensorProto.FLOAT),

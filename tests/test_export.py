@@ -196,3 +196,34 @@ def test_an_existing_file_is_kept_unless_overwrite(trained_workdir, tmp_path):
   with pytest.raises(ValueError, match=r"^--out .*model.stablehlo exists; pass --overwrite to replace it, or another"):
     export.export_workdir(trained_workdir, out)
   assert out.read_bytes() == b"an earlier export"
+
+
+@pytest.mark.slow
+def test_onnx_check_holds_a_shut_gate_open(monkeypatch):
+  """A gated network whose gate is shut on the check's image (as initialised: logit 0) gives that image back
+  in onnxruntime and in JAX alike, whatever the other weights became: the check must see them with the gate
+  held open. Here the converter writes every weight but the gate's 5% off."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+  from simplenet_jax.models import SimpleNet  # pylint: disable=g-import-not-at-top
+  graphdef, params = nnx.split(SimpleNet(ModelConfig((8, 12, 16), lgcr_rank=4, residual_gate=True,
+                                                     zero_init_tail=False), rngs=nnx.Rngs(3)))
+  artifact, deviation = export.export_onnx(graphdef, params)
+  assert deviation <= export.ONNX_TOLERANCE
+  gate = nnx.merge(graphdef, params).gate  # the check held a copy open, not the network it was given
+  assert not np.any(np.asarray(gate.kernel[...])) and not np.any(np.asarray(gate.bias[...]))
+  opened = export.onnx_graph_gate_opened(artifact)
+  assert export.onnx_deviation(artifact, lambda x: x) == 0.0  # shut: the image itself
+  assert export.onnx_deviation(opened, lambda x: x) > 1e-3  # open: the network's residual added
+  convert = export.convert_onnx
+
+  def off(graphdef, params):
+    model = nnx.merge(graphdef, jax.tree.map(lambda p: p * 1.05, params))
+    model.gate.kernel[...] = jax.numpy.zeros_like(model.gate.kernel[...])  # the gate as it was: shut
+    model.gate.bias[...] = jax.numpy.zeros_like(model.gate.bias[...])
+    return convert(*nnx.split(model))
+
+  monkeypatch.setattr(export, "convert_onnx", off)
+  with pytest.raises(ValueError, match=r"^the ONNX model differs from the network by"):
+    export.export_onnx(graphdef, params)
