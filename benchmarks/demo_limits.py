@@ -32,6 +32,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 
 BANDS = {"0-1": (0.0, 1.0), "1-2": (1.0, 2.0), "2-4": (2.0, 4.0), "4-12": (4.0, 12.0), "20-30": (20.0, 30.0)}
 NEARLY_SHARP = ("target", "0-1")  # what a gate must leave alone
+NEARLY_SHARP_FRAME = 0  # of the independent set: its bands in `independent.BAND_LENGTHS`' order
 FILTER_SIZE = 21
 FILTER_SAMPLES = 3000  # pixels per training image for the least-squares fit
 
@@ -71,8 +72,8 @@ def oracle_rows(workdir: pathlib.Path) -> list[dict]:
     if not gated_csv.exists():
       continue
     gated, ungated = read_gains(gated_csv), read_gains(ungated_csv)
-    # the independent set's frame 0 of each photo is its nearly sharp band (data/synthesis/independent.py)
-    left_alone = {key for key in gated if suffix and key[1] == "000000"}
+    # frame B of each of the independent set's photos is its band B (data/synthesis/independent.py)
+    left_alone = {key for key in gated if suffix and key[1] == f"{NEARLY_SHARP_FRAME:06d}"}
     rows.append({"set": name, **oracle_gain(gated, ungated, left_alone)})
   return rows
 
