@@ -125,12 +125,15 @@ def image_statistics(pixels: np.ndarray) -> np.ndarray:
 
 
 def open_shares(scores: np.ndarray, bands: np.ndarray, held_out: np.ndarray, threshold: float | None) -> dict:
-  """{band: share of its held-out images with a score above the threshold}; None: the threshold above every
-  held-out nearly sharp image (target or 0–1 px), so that none of them opens."""
+  """{band: share of its held-out images with a score above the threshold (None without any)}; threshold None:
+  the one above every held-out nearly sharp image (target or 0–1 px), so that none of them opens."""
   if threshold is None:
     threshold = float(scores[held_out & np.isin(bands, NEARLY_SHARP)].max())
-  return {"threshold": threshold, **{band: float(np.mean(scores[held_out & (bands == band)] > threshold))
-                                     for band in ("target", *BANDS)}}
+  shares = {}
+  for band in ("target", *BANDS):
+    chosen = held_out & (bands == band)
+    shares[band] = float(np.mean(scores[chosen] > threshold)) if chosen.any() else None  # printed as "–"
+  return {"threshold": threshold, **shares}
 
 
 def trained_gate_logits(workdir: pathlib.Path, images: list[np.ndarray]) -> np.ndarray | None:

@@ -249,6 +249,7 @@ def test_demo_limits_open_shares_at_the_threshold_above_every_nearly_sharp_image
   shares = demo_limits.open_shares(scores, bands, held_out, None)
   assert shares["threshold"] == 2.0 and shares["0-1"] == 0.0 and shares["target"] == 0.0
   assert shares["2-4"] == 0.5 and shares["20-30"] == 1.0  # a score equal to the threshold stays shut
+  assert shares["1-2"] is None  # no held-out image of that band
   assert demo_limits.open_shares(scores, bands, held_out, 0.0)["target"] == 0.5
 
 
