@@ -32,7 +32,6 @@ import common  # noqa: F401  (puts the repository on sys.path)
 
 BANDS = {"0-1": (0.0, 1.0), "1-2": (1.0, 2.0), "2-4": (2.0, 4.0), "4-12": (4.0, 12.0), "20-30": (20.0, 30.0)}
 NEARLY_SHARP = ("target", "0-1")  # what a gate must leave alone
-NEARLY_SHARP_FRAME = 0  # of the independent set: its bands in `independent.BAND_LENGTHS`' order
 FILTER_SIZE = 21
 FILTER_SAMPLES = 3000  # pixels per training image for the least-squares fit
 
@@ -42,7 +41,8 @@ FILTER_SAMPLES = 3000  # pixels per training image for the least-squares fit
 def read_gains(results_csv: pathlib.Path) -> dict[tuple[str, str], float]:
   """{(scene, name): PSNR gain in dB} of an evaluation's results.csv."""
   with open(results_csv, newline="", encoding="utf-8") as file:
-    return {(row["scene"], row["name"]): float(row["psnr"]) - float(row["input_psnr"]) for row in csv.DictReader(file)}
+    return {(row["scene"], row["name"]): float(row["psnr"]) - float(row["input_psnr"])
+            for row in csv.DictReader(file)}
 
 
 def oracle_gain(gated: dict, ungated: dict, left_alone: set) -> dict[str, float]:
@@ -56,10 +56,13 @@ def oracle_gain(gated: dict, ungated: dict, left_alone: set) -> dict[str, float]
           "ungated_db": float(np.mean([ungated[k] for k in keys])), "oracle_db": float(np.mean(oracle))}
 
 
-def oracle_rows(workdir: pathlib.Path) -> list[dict]:
-  """One row per test set whose gated and `-no-gate` evaluations are both in the workdir (latest step)."""
+def oracle_rows(workdir: pathlib.Path, demo_data: str = "data/demo",
+                independent_data: str = "data/independent") -> list[dict]:
+  """One row per test set whose gated and `-no-gate` evaluations are both in the workdir (latest step); each
+  set's nearly sharp pairs (`evaluation.bands`, from its meta.json) are left alone."""
+  from simplenet_jax.evaluation import bands  # pylint: disable=import-outside-toplevel
   rows = []
-  for name, suffix in (("demo split", ""), ("independent", "-independent")):
+  for name, suffix, root in (("demo split", "", demo_data), ("independent", "-independent", independent_data)):
     # step_N-no-gate, not step_N-independent-no-gate for the demo split
     pattern = re.compile(rf"step_(\d+){suffix}-no-gate")
     evals = sorted((path for path in (workdir / "eval").glob("step_*/results.csv")
@@ -72,8 +75,8 @@ def oracle_rows(workdir: pathlib.Path) -> list[dict]:
     if not gated_csv.exists():
       continue
     gated, ungated = read_gains(gated_csv), read_gains(ungated_csv)
-    # frame B of each of the independent set's photos is its band B (data/synthesis/independent.py)
-    left_alone = {key for key in gated if suffix and key[1] == f"{NEARLY_SHARP_FRAME:06d}"}
+    band = bands.pair_bands(root)
+    left_alone = {key for key in gated if band.get("/".join(key)) == bands.BANDS[0][0]}  # "nearly sharp"
     rows.append({"set": name, **oracle_gain(gated, ungated, left_alone)})
   return rows
 
@@ -220,6 +223,10 @@ def _parse_args(argv):
   parser.add_argument("--workdir", default="workdirs/demo",
                       help="a trained demo workdir, evaluated with and without --no-gate on both sets for the "
                            "oracle rows (default: %(default)s); 'none' skips the rows that need one")
+  parser.add_argument("--demo-data", default="data/demo",
+                      help="the demo's data, for its test pairs' blur bands (default: %(default)s)")
+  parser.add_argument("--independent-data", default="data/independent",
+                      help="the independent test set, for its pairs' blur bands (default: %(default)s)")
   parser.add_argument("--groups", type=int, default=60, help="training photos' crops per band (default: %(default)s)")
   parser.add_argument("--size", type=int, default=256, help="crop side in pixels (default: %(default)s)")
   parser.add_argument("--seed", type=int, default=2026, help="not data/demo's seed (default: %(default)s)")
@@ -235,7 +242,7 @@ def main(argv=None) -> int:
   workdir = None if args.workdir == "none" else pathlib.Path(args.workdir)
   if workdir is not None and not (workdir / "checkpoints").is_dir():
     sys.exit(f"error: {workdir} holds no trained model; train one (bash scripts/demo.sh) or pass --workdir none.")
-  oracle = [] if workdir is None else oracle_rows(workdir)
+  oracle = [] if workdir is None else oracle_rows(workdir, args.demo_data, args.independent_data)
   if oracle:
     common.print_table("1. oracle: mean gain (dB) of the same network, gated / ungated / with a perfect gate",
                        [("set", "set", "s"), ("images", "images", "d"), ("gated", "gated_db", "+.3f"),

@@ -226,7 +226,8 @@ def test_demo_limits_oracle_rows_read_the_latest_gated_and_ungated_evaluations(t
 
   def write(folder, gains):
     (tmp_path / "eval" / folder).mkdir(parents=True)
-    lines = ["scene,name,input_psnr,psnr"] + [f"{scene},{name},30.0,{30.0 + gain}" for (scene, name), gain in gains.items()]
+    lines = ["scene,name,input_psnr,psnr"] + [f"{scene},{name},30.0,{30.0 + gain}"
+                                              for (scene, name), gain in gains.items()]
     (tmp_path / "eval" / folder / "results.csv").write_text("\n".join(lines) + "\n")
 
   write("step_9", {("x", "000000"): 9.0})  # an older step, with no ungated twin: not read
@@ -235,7 +236,19 @@ def test_demo_limits_oracle_rows_read_the_latest_gated_and_ungated_evaluations(t
   write("step_10-independent", {("x", "000000"): 0.0, ("x", "000001"): 0.0})
   write("step_10-independent-no-gate", {("x", "000000"): 4.0, ("x", "000001"): 1.0})
   write("step_2-independent-no-gate", {("x", "000000"): 0.0, ("x", "000001"): 8.0})
-  rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path)}
+
+  def meta(root, lengths):  # the bands come from each set's meta.json, as evaluation.bands reads them
+    (tmp_path / root).mkdir()
+    (tmp_path / root / "meta.json").write_text(json.dumps({"pairs": [
+        {"split": "test", "scene": "x", "frame": f"{frame}.png", "trajectory_length_px": length}
+        for frame, length in lengths.items()]}))
+    return str(tmp_path / root)
+
+  demo = meta("demo", {"000000": 0.5})  # nearly sharp too: left alone
+  independent = meta("independent", {"000000": 0.8, "000001": 6.0})
+  rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path, demo, independent)}
+  assert rows["demo split"]["oracle_db"] == 0.0
+  rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path, meta("plain", {}), independent)}
   assert rows["demo split"]["oracle_db"] == pytest.approx(1.0)  # the demo split has no nearly sharp band
   assert rows["independent"]["oracle_db"] == pytest.approx(0.5)  # frame 0 (nearly sharp) left alone
   assert rows["independent"]["ungated_db"] == pytest.approx(2.5)
