@@ -46,7 +46,8 @@ def main(argv=None) -> int:
   parser.add_argument("--ensemble", action="store_true", help="average over 8 flips/rotations (8× slower)")
   parser.add_argument("--no-gate", dest="gate", action="store_false",
                       help="apply the residual to every image, whatever the demo's gate decides (what its network "
-                      "does without the gate; the default --out gains the suffix -no-gate); no effect on the paper's network")
+                      "does without the gate; the default --out gains the suffix -no-gate); no effect on the "
+                      "paper's network")
   parser.add_argument("--tile", type=int, default=0, help="tile size in pixels (0: whole images)")
   parser.add_argument("--overlap", type=int, default=tiling.DEFAULT_OVERLAP,
                       help="overlap of neighbouring tiles (blended)")
