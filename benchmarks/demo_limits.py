@@ -76,6 +76,9 @@ def oracle_rows(workdir: pathlib.Path, demo_data: str = "data/demo",
       continue
     gated, ungated = read_gains(gated_csv), read_gains(ungated_csv)
     band = bands.pair_bands(root)
+    if not band:  # without them the nearly sharp pairs would count as opened: a wrong row, not a missing one
+      raise ValueError(f"{root} has no meta.json with its test pairs' blur; pass the {name}'s data folder "
+                       f"({'--demo-data' if not suffix else '--independent-data'}).")
     left_alone = {key for key in gated if band.get("/".join(key)) == bands.BANDS[0][0]}  # "nearly sharp"
     rows.append({"set": name, **oracle_gain(gated, ungated, left_alone)})
   return rows
@@ -242,7 +245,10 @@ def main(argv=None) -> int:
   workdir = None if args.workdir == "none" else pathlib.Path(args.workdir)
   if workdir is not None and not (workdir / "checkpoints").is_dir():
     sys.exit(f"error: {workdir} holds no trained model; train one (bash scripts/demo.sh) or pass --workdir none.")
-  oracle = [] if workdir is None else oracle_rows(workdir, args.demo_data, args.independent_data)
+  try:
+    oracle = [] if workdir is None else oracle_rows(workdir, args.demo_data, args.independent_data)
+  except ValueError as error:
+    sys.exit(f"error: {error}")
   if oracle:
     common.print_table("1. oracle: mean gain (dB) of the same network, gated / ungated / with a perfect gate",
                        [("set", "set", "s"), ("images", "images", "d"), ("gated", "gated_db", "+.3f"),

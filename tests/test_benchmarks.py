@@ -248,10 +248,12 @@ def test_demo_limits_oracle_rows_read_the_latest_gated_and_ungated_evaluations(t
   independent = meta("independent", {"000000": 0.8, "000001": 6.0})
   rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path, demo, independent)}
   assert rows["demo split"]["oracle_db"] == 0.0
-  rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path, meta("plain", {}), independent)}
+  rows = {row["set"]: row for row in demo_limits.oracle_rows(tmp_path, meta("mild", {"000000": 5.0}), independent)}
   assert rows["demo split"]["oracle_db"] == pytest.approx(1.0)  # the demo split has no nearly sharp band
   assert rows["independent"]["oracle_db"] == pytest.approx(0.5)  # frame 0 (nearly sharp) left alone
   assert rows["independent"]["ungated_db"] == pytest.approx(2.5)
+  with pytest.raises(ValueError, match=r"has no meta.json with its test pairs' blur; pass the independent's"):
+    demo_limits.oracle_rows(tmp_path, demo, str(tmp_path / "nowhere"))
 
 
 def test_demo_limits_open_shares_at_the_threshold_above_every_nearly_sharp_image():
